@@ -1,0 +1,266 @@
+//! The SQLite backend: the embedded default.
+//!
+//! WAL mode with `synchronous=FULL`, so a commit is on disk when an append
+//! returns. One writer connection takes `BEGIN IMMEDIATE`, which is SQLite's
+//! database-wide write lock, so several processes on one file also stay
+//! serialized.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use tokio::sync::watch;
+
+use crate::event::{Appended, Backend, Head, RecordedEvent, StreamAppend, StreamRange};
+use crate::plan::{Row as EventRow, Tip};
+use crate::store::{DbPool, EventStore};
+use crate::writer::{WriteConn, Writer};
+use crate::{sql, OpenOptions, StoreError};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+/// Rows per INSERT statement: 11 binds each stays far below SQLite's limit.
+const INSERT_CHUNK: usize = 256;
+
+/// The SQLite event store.
+pub struct SqliteStore {
+    pool: SqlitePool,
+    writer: Writer,
+    head: watch::Receiver<u64>,
+}
+
+impl SqliteStore {
+    /// Open (creating the file and its folder if needed) and migrate.
+    pub async fn open(url: &str, options: &OpenOptions) -> Result<Self, StoreError> {
+        let connect = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        if let Some(dir) = connect.get_filename().parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
+            }
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(options.max_connections)
+            .connect_with(connect.clone())
+            .await?;
+        if options.migrate {
+            Self::migrate(&pool).await?;
+        }
+        let write_pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(connect)
+            .await?;
+        let (head_tx, head) = watch::channel(0);
+        let tip = sql::decode_tip(sqlx::query(sql::TIP).fetch_optional(&pool).await?)?;
+        head_tx.send_replace(tip.position);
+        let writer = Writer::spawn(
+            SqliteWriter {
+                pool: write_pool,
+                conn: None,
+            },
+            head_tx,
+        );
+        Ok(Self { pool, writer, head })
+    }
+
+    /// Apply the migrations to `pool`.
+    ///
+    /// SQLite has no migration lock: when two processes start on a new file
+    /// at once, one of them fails on "table already exists". Running again
+    /// then finds the migration recorded and skips it.
+    pub async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+        let mut attempt = 0;
+        loop {
+            match MIGRATOR.run(pool).await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < 5 => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "migration raced another process; retrying");
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    fn pool(&self) -> DbPool {
+        DbPool::Sqlite(self.pool.clone())
+    }
+
+    async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<Vec<Appended>, StoreError> {
+        self.writer.append(appends).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream_id: &str,
+        range: StreamRange,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let [from, to, until_pos, until_time] = sql::stream_bounds(&range);
+        sqlx::query(&sql::read_stream())
+            .bind(stream_id)
+            .bind(from)
+            .bind(to)
+            .bind(until_pos)
+            .bind(until_time)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(sql::decode_event)
+            .collect()
+    }
+
+    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        sqlx::query(&sql::read_all())
+            .bind(sql::clamp(after))
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(sql::decode_event)
+            .collect()
+    }
+
+    async fn head(&self) -> Result<Head, StoreError> {
+        let tip = sql::decode_tip(sqlx::query(sql::TIP).fetch_optional(&self.pool).await?)?;
+        Ok(tip.into())
+    }
+
+    async fn position_at(&self, time: DateTime<Utc>) -> Result<u64, StoreError> {
+        let p: i64 = sqlx::query_scalar(sql::POSITION_AT)
+            .bind(time.timestamp_micros())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(p.max(0) as u64)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    fn watch_head(&self) -> watch::Receiver<u64> {
+        self.head.clone()
+    }
+}
+
+struct SqliteWriter {
+    pool: SqlitePool,
+    conn: Option<PoolConnection<Sqlite>>,
+}
+
+impl SqliteWriter {
+    fn conn(&mut self) -> Result<&mut PoolConnection<Sqlite>, StoreError> {
+        self.conn
+            .as_mut()
+            .ok_or_else(|| StoreError::Invalid("writer used outside a transaction".into()))
+    }
+}
+
+impl WriteConn for SqliteWriter {
+    async fn begin_locked(&mut self) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        // IMMEDIATE takes the write lock now; a deferred BEGIN would fail
+        // with SQLITE_BUSY on upgrade if another process wrote meanwhile.
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        self.conn = Some(conn);
+        Ok(())
+    }
+
+    async fn tip(&mut self) -> Result<Tip, StoreError> {
+        let row = sqlx::query(sql::TIP)
+            .fetch_optional(&mut **self.conn()?)
+            .await?;
+        sql::decode_tip(row)
+    }
+
+    async fn versions(&mut self, streams: &[String]) -> Result<HashMap<String, u64>, StoreError> {
+        let ids = serde_json::to_string(streams).unwrap_or_else(|_| "[]".into());
+        let rows = sqlx::query(
+            "SELECT stream_id, MAX(version) FROM events \
+             WHERE stream_id IN (SELECT value FROM json_each($1)) GROUP BY stream_id",
+        )
+        .bind(ids)
+        .fetch_all(&mut **self.conn()?)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<String, _>(0)?,
+                    r.try_get::<i64, _>(1)?.max(0) as u64,
+                ))
+            })
+            .collect()
+    }
+
+    async fn insert(&mut self, rows: &[EventRow]) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let mut q =
+                QueryBuilder::<Sqlite>::new(format!("INSERT INTO events ({}) ", sql::COLUMNS));
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(r.position)
+                    .push_bind(&r.stream_id)
+                    .push_bind(&r.stream_type)
+                    .push_bind(r.version)
+                    .push_bind(&r.event_id)
+                    .push_bind(&r.event_type)
+                    .push_bind(r.schema_version)
+                    .push_bind(&r.payload)
+                    .push_bind(&r.metadata)
+                    .push_bind(r.recorded_at_us)
+                    .push_bind(&r.hash);
+            });
+            q.build().execute(&mut **conn).await?;
+        }
+        Ok(())
+    }
+
+    async fn commit(&mut self) -> Result<(), StoreError> {
+        sqlx::query("COMMIT").execute(&mut **self.conn()?).await?;
+        // Only a committed connection goes back to the pool; after a failed
+        // COMMIT the caller's rollback still has it.
+        self.conn = None;
+        Ok(())
+    }
+
+    async fn rollback(&mut self) -> Result<(), StoreError> {
+        if let Some(mut conn) = self.conn.take() {
+            if let Err(e) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+                // A connection in an unknown state must not go back to the pool.
+                conn.detach();
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl From<Tip> for Head {
+    fn from(t: Tip) -> Self {
+        Head {
+            position: t.position,
+            hash: t.hash,
+            recorded_at: (t.position > 0)
+                .then(|| sql::from_micros(t.recorded_at_us))
+                .flatten(),
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The single serialized writer with group commit.
+//!
+//! Every append in a process is sent to one task. The task takes everything
+//! waiting, opens one transaction, takes the database's write lock (an
+//! advisory lock on PostgreSQL, `BEGIN IMMEDIATE` on SQLite), reads the log's
+//! tip and the streams' versions, plans positions and hashes (`plan.rs`),
+//! inserts and commits. Only then does each caller get its answer.
+//!
+//! Because every commit happens under one lock, in position order, a reader
+//! that follows the log by position can never see position N+1 before N:
+//! skipping is impossible by construction, and positions have no gaps.
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::event::{Appended, StreamAppend};
+use crate::plan::{plan, streams_of, Plan, Row, Tip};
+use crate::StoreError;
+
+/// How many events one group may gather before it is written.
+const GROUP_MAX_EVENTS: usize = 20_000;
+/// How many appends may wait for the writer before callers are slowed down.
+const QUEUE_DEPTH: usize = 4_096;
+
+/// The database operations the writer needs; each backend implements them
+/// with its own SQL on one dedicated connection.
+pub(crate) trait WriteConn: Send + 'static {
+    /// Begin a transaction holding the database-wide write lock.
+    fn begin_locked(&mut self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The last event of the log.
+    fn tip(&mut self) -> impl Future<Output = Result<Tip, StoreError>> + Send;
+    /// The current version of each named stream that exists.
+    fn versions(
+        &mut self,
+        streams: &[String],
+    ) -> impl Future<Output = Result<HashMap<String, u64>, StoreError>> + Send;
+    /// Insert the planned rows.
+    fn insert(&mut self, rows: &[Row]) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Commit durably.
+    fn commit(&mut self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Roll back after a failure.
+    fn rollback(&mut self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+pub(crate) struct Job {
+    pub appends: Vec<StreamAppend>,
+    pub reply: oneshot::Sender<Result<Vec<Appended>, StoreError>>,
+}
+
+/// Handle to the writer task.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Start the writer on `conn`; `head` is told each new head position.
+    pub fn spawn<C: WriteConn>(conn: C, head: watch::Sender<u64>) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        tokio::spawn(run(conn, rx, head));
+        Self { tx }
+    }
+
+    pub async fn append(&self, appends: Vec<StreamAppend>) -> Result<Vec<Appended>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Job { appends, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+async fn run<C: WriteConn>(mut conn: C, mut rx: mpsc::Receiver<Job>, head: watch::Sender<u64>) {
+    while let Some(first) = rx.recv().await {
+        let mut size: usize = first.appends.iter().map(|a| a.events.len()).sum();
+        let mut jobs = vec![first];
+        while size < GROUP_MAX_EVENTS {
+            match rx.try_recv() {
+                Ok(job) => {
+                    size += job.appends.iter().map(|a| a.events.len()).sum::<usize>();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let requests: Vec<&[StreamAppend]> = jobs.iter().map(|j| j.appends.as_slice()).collect();
+        match write_group(&mut conn, &requests).await {
+            Ok(plan) => {
+                head.send_if_modified(|h| {
+                    let moved = *h != plan.tip.position;
+                    *h = plan.tip.position;
+                    moved
+                });
+                for (job, outcome) in jobs.into_iter().zip(plan.outcomes) {
+                    let _ = job.reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, appends = jobs.len(), "group commit failed; nothing of it was written");
+                for job in jobs {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+async fn write_group<C: WriteConn>(
+    conn: &mut C,
+    requests: &[&[StreamAppend]],
+) -> Result<Plan, StoreError> {
+    conn.begin_locked().await?;
+    match write_locked(conn, requests).await {
+        Ok(plan) => Ok(plan),
+        Err(e) => {
+            if let Err(rb) = conn.rollback().await {
+                tracing::warn!(error = %rb, "rollback after a failed group commit failed");
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn write_locked<C: WriteConn>(
+    conn: &mut C,
+    requests: &[&[StreamAppend]],
+) -> Result<Plan, StoreError> {
+    let tip = conn.tip().await?;
+    let versions = conn.versions(&streams_of(requests.iter().copied())).await?;
+    let now_us = chrono::Utc::now().timestamp_micros();
+    let plan = plan(requests, tip, &versions, now_us);
+    if !plan.rows.is_empty() {
+        conn.insert(&plan.rows).await?;
+    }
+    conn.commit().await?;
+    Ok(plan)
+}

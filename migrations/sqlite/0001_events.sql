@@ -1,0 +1,29 @@
+-- The event log: the system of record. Rows are only ever inserted, by the
+-- single writer, which assigns positions and hashes itself (docs/event-store.md).
+CREATE TABLE events (
+    position       INTEGER PRIMARY KEY,           -- global, 1, 2, 3 … in commit order, gap-free
+    stream_id      TEXT    NOT NULL,              -- e.g. ticket-<uuid>
+    stream_type    TEXT    NOT NULL,              -- e.g. ticket
+    version        INTEGER NOT NULL,              -- 1, 2, 3 … within the stream
+    event_id       TEXT    NOT NULL UNIQUE,       -- UUID v7
+    event_type     TEXT    NOT NULL,              -- e.g. ticket.created
+    schema_version INTEGER NOT NULL,
+    payload        TEXT    NOT NULL,              -- JSON text, exactly as hashed
+    metadata       TEXT    NOT NULL,              -- JSON text: actor, ip, user agent, correlation, causation
+    recorded_at    INTEGER NOT NULL,              -- microseconds since the Unix epoch, UTC
+    hash           TEXT    NOT NULL,              -- hex SHA-256(previous hash ‖ canonical event)
+    CONSTRAINT events_stream_version UNIQUE (stream_id, version)
+);
+
+CREATE INDEX events_recorded_at ON events (recorded_at);
+
+-- History is immutable even for a buggy query or a manual session.
+CREATE TRIGGER events_reject_update BEFORE UPDATE ON events
+BEGIN
+    SELECT RAISE(ABORT, 'ledgerdesk: events are immutable (UPDATE refused)');
+END;
+
+CREATE TRIGGER events_reject_delete BEFORE DELETE ON events
+BEGIN
+    SELECT RAISE(ABORT, 'ledgerdesk: events are immutable (DELETE refused)');
+END;
