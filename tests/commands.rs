@@ -1,0 +1,1 @@
+//! Command handlers through the event store on both backends.

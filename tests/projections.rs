@@ -1,0 +1,1 @@
+//! Projections on both backends.
