@@ -1,1 +1,40 @@
-//! placeholder
+//! The application layer: one request becomes one command, decided by a
+//! domain aggregate and appended to the event store.
+//!
+//! # Layout
+//!
+//! - [`handler`]: the generic command handler. [`load`] reads a stream and
+//!   folds it; [`execute`] loads, builds the command from the state, decides
+//!   and appends with the version it loaded, retrying on a version conflict
+//!   at most [`MAX_ATTEMPTS`] times.
+//! - [`Helpdesk`] ([`helpdesk`], with the ticket commands in `tickets` and the
+//!   user, department and settings commands in `staff`): one method per
+//!   action. It checks the acting user, looks up the facts that cross
+//!   aggregates (transfer targets, merge targets, departments) and writes the
+//!   commands that touch two streams (merge, split) atomically. Within one
+//!   process, commands on one stream queue behind each other (`locks`), so
+//!   version conflicts only come from other processes.
+//! - [`input`]: what callers hand to the [`Helpdesk`] methods (client input,
+//!   deserialisable from JSON); [`Actor`] ([`actor`]) is who calls, and
+//!   becomes the store's [`Metadata`](ledgerdesk_store::Metadata).
+//! - [`subjects`]: data subjects, the random ids that personal data in the log
+//!   is filed under, mapped from emails in a table outside the log.
+//! - [`error`]: [`AppError`], keeping business refusals apart from failures,
+//!   each variant with its HTTP meaning.
+#![deny(missing_docs)]
+
+pub mod actor;
+pub mod error;
+pub mod handler;
+pub mod helpdesk;
+pub mod input;
+mod locks;
+mod staff;
+pub mod subjects;
+mod tickets;
+
+pub use actor::Actor;
+pub use error::{AppError, DomainRefusal};
+pub use handler::{execute, load, load_range, Committed, Loaded, MAX_ATTEMPTS};
+pub use helpdesk::{Helpdesk, Outcome, PairOutcome};
+pub use ledgerdesk_store::ActorKind;

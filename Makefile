@@ -1,0 +1,33 @@
+# The commands a developer and CI run. `make run` and `make test` need only
+# the Rust toolchain; PostgreSQL tests run when LEDGERDESK_TEST_POSTGRES_URL is set.
+CARGO ?= cargo
+
+.PHONY: run build test fmt lint bench migrate verify clean-data
+
+run: ## Build and start the server on the embedded default (SQLite under ./data/)
+	$(CARGO) run -p ledgerdesk -- serve
+
+build:
+	$(CARGO) build --workspace --all-targets
+
+test: ## Every test: unit, property, store/projection suites on both backends, HTTP
+	$(CARGO) test --workspace --all-targets --no-fail-fast
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+bench: ## Throughput figures (release build); not part of `make test`
+	$(CARGO) bench -p ledgerdesk-store --bench store
+
+migrate:
+	$(CARGO) run -p ledgerdesk -- migrate
+
+verify:
+	$(CARGO) run -p ledgerdesk -- verify
+
+clean-data:
+	rm -rf data
