@@ -29,6 +29,7 @@ pub mod handler;
 pub mod helpdesk;
 pub mod input;
 mod locks;
+pub mod seed;
 mod staff;
 pub mod subjects;
 mod tickets;

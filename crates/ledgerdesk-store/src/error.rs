@@ -29,10 +29,10 @@ pub enum StoreError {
     UnsupportedUrl(String),
     /// The database failed.
     #[error("database error: {0}")]
-    Database(#[source] Arc<sqlx::Error>),
+    Database(Arc<sqlx::Error>),
     /// Migrations failed.
     #[error("migration failed: {0}")]
-    Migrate(#[source] Arc<sqlx::migrate::MigrateError>),
+    Migrate(Arc<sqlx::migrate::MigrateError>),
     /// A stored row could not be read back as an event.
     #[error("stored event at position {position} is unreadable: {reason}")]
     Corrupt {

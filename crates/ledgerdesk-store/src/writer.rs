@@ -21,8 +21,8 @@ use crate::StoreError;
 
 /// How many events one group may gather before it is written.
 const GROUP_MAX_EVENTS: usize = 20_000;
-/// How often the writer yields to let waiting appends join a group.
-const GATHER_YIELDS: usize = 3;
+/// At most this many yields to let waiting appends join a group.
+const MAX_GATHER_YIELDS: usize = 64;
 /// How many appends may wait for the writer before callers are slowed down.
 const QUEUE_DEPTH: usize = 4_096;
 
@@ -80,14 +80,15 @@ async fn run<C: WriteConn>(mut conn: C, mut rx: mpsc::Receiver<Job>, head: watch
         let mut size: usize = first.appends.iter().map(|a| a.events.len()).sum();
         let mut jobs = vec![first];
         // Callers answered by the previous commit are re-submitting right
-        // now; a few yields (microseconds, against a commit that waits for
-        // the disk) let them join this group instead of trickling in one by
-        // one behind it.
-        for _ in 0..GATHER_YIELDS {
+        // now; yielding while new appends keep arriving (microseconds,
+        // against a commit that waits for the disk) lets them join this group
+        // instead of trickling in one by one behind it.
+        for _ in 0..MAX_GATHER_YIELDS {
             if size >= GROUP_MAX_EVENTS {
                 break;
             }
             tokio::task::yield_now().await;
+            let before = jobs.len();
             while size < GROUP_MAX_EVENTS {
                 match rx.try_recv() {
                     Ok(job) => {
@@ -96,6 +97,9 @@ async fn run<C: WriteConn>(mut conn: C, mut rx: mpsc::Receiver<Job>, head: watch
                     }
                     Err(_) => break,
                 }
+            }
+            if jobs.len() == before {
+                break;
             }
         }
         let requests: Vec<&[StreamAppend]> = jobs.iter().map(|j| j.appends.as_slice()).collect();

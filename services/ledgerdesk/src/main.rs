@@ -32,6 +32,13 @@ enum Command {
     Migrate,
     /// Walk the whole log and check its hash chain.
     Verify,
+    /// Append a realistic helpdesk history (departments, agents, tickets
+    /// from many channels worked to closed), to try the system or benchmark it.
+    Seed {
+        /// About how many events to append.
+        #[arg(long, default_value_t = 10_000)]
+        events: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -78,7 +85,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {
-            let store = open(&settings, true).await?;
+            let store = open(&settings).await?;
             let head = store.head().await?;
             println!(
                 "migrations applied ({} backend, {} events in the log)",
@@ -87,8 +94,9 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Seed { events } => seed(&settings, events).await,
         Command::Verify => {
-            let store = open(&settings, false).await?;
+            let store = open(&settings).await?;
             let report = ledgerdesk_store::verify_chain(store.as_ref()).await?;
             match &report.first_break {
                 None => {
@@ -108,12 +116,35 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
     }
 }
 
+async fn seed(settings: &Settings, events: u64) -> anyhow::Result<ExitCode> {
+    let store = open(settings).await?;
+    let started = std::time::Instant::now();
+    let step = (events / 10).max(1);
+    let mut next_report = step;
+    let report = ledgerdesk_app::seed::seed(store.as_ref(), events, |done| {
+        if done >= next_report {
+            eprintln!("  {done} events appended");
+            next_report = done + step;
+        }
+    })
+    .await?;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "seeded {} events ({} tickets, {} agents) in {secs:.1} s ({:.0} events/s)",
+        report.events,
+        report.tickets,
+        report.agents,
+        report.events as f64 / secs
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every command migrates first: a new database then behaves as an empty one.
 async fn open(
     settings: &Settings,
-    migrate: bool,
 ) -> anyhow::Result<std::sync::Arc<dyn ledgerdesk_store::EventStore>> {
     let options = OpenOptions {
-        migrate,
+        migrate: true,
         max_connections: settings.database.max_connections,
     };
     ledgerdesk_store::open(&settings.database.url, &options)
