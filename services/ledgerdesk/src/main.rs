@@ -8,7 +8,12 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ledgerdesk_api::configuration::Settings;
 use ledgerdesk_api::{telemetry, Application};
-use ledgerdesk_store::OpenOptions;
+use std::sync::Arc;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use ledgerdesk_app::SealedStore;
+use ledgerdesk_projections::Projector;
+use ledgerdesk_store::{EventStore, OpenOptions};
 
 #[derive(Parser)]
 #[command(
@@ -32,12 +37,46 @@ enum Command {
     Migrate,
     /// Walk the whole log and check its hash chain.
     Verify,
+    /// Run the projection workers (without the HTTP API) until stopped.
+    Project,
+    /// Rebuild, inspect or build projections for an investigation.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
     /// Append a realistic helpdesk history (departments, agents, tickets
     /// from many channels worked to closed), to try the system or benchmark it.
     Seed {
         /// About how many events to append.
         #[arg(long, default_value_t = 10_000)]
         events: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProjectionsCommand {
+    /// Each projection's position, the log head, lag and state.
+    Status,
+    /// Rebuild one projection from the whole log into shadow tables while
+    /// the live one keeps serving, then swap them in atomically.
+    Rebuild {
+        /// tickets, audit, presence or reports.
+        name: String,
+    },
+    /// Build one projection as it stood at a past moment into a separate
+    /// SQLite file, without touching the live database.
+    Build {
+        /// tickets, audit, presence or reports.
+        name: String,
+        /// A past time (RFC 3339, e.g. 2026-11-20T09:00:00Z).
+        #[arg(long, conflicts_with = "at_position", required_unless_present = "at_position")]
+        as_of: Option<chrono::DateTime<chrono::Utc>>,
+        /// A past log position.
+        #[arg(long)]
+        at_position: Option<u64>,
+        /// The SQLite file to write (replaced if present).
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -80,7 +119,16 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
                 backend = %app.store().backend(),
                 "ledgerdesk is listening"
             );
-            app.run_until_stopped().await.context("server failed")?;
+            // The projections run inside the server by default (one machine);
+            // `ledgerdesk project` runs them as separate workers instead.
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let workers = Projector::new(sealed(app.store())).spawn(async {
+                let _ = stopped.await;
+            });
+            let served = app.run_until_stopped().await;
+            let _ = stop.send(());
+            workers.await?;
+            served.context("server failed")?;
             tracing::info!("ledgerdesk stopped");
             Ok(ExitCode::SUCCESS)
         }
@@ -95,6 +143,14 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Seed { events } => seed(&settings, events).await,
+        Command::Project => {
+            let projector = Projector::new(sealed(open(&settings).await?));
+            tracing::info!(projections = ?projector.names(), "projection worker started");
+            projector.spawn(shutdown_signal()).await?;
+            tracing::info!("projection worker stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Projections { command } => projections(&settings, command).await,
         Command::Verify => {
             let store = open(&settings).await?;
             let report = ledgerdesk_store::verify_chain(store.as_ref()).await?;
@@ -116,8 +172,86 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The store as readers see it: personal data opened, or `[erased]`.
+fn sealed(store: Arc<dyn EventStore>) -> Arc<dyn EventStore> {
+    Arc::new(SealedStore::new(store))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn projections(settings: &Settings, command: ProjectionsCommand) -> anyhow::Result<ExitCode> {
+    let store = sealed(open(settings).await?);
+    let projector = Projector::new(store.clone());
+    match command {
+        ProjectionsCommand::Status => {
+            projector.ensure_schema().await?;
+            println!("{:<10} {:>10} {:>10} {:>10} {:>10}  state", "name", "position", "head", "lag", "lag s");
+            for s in projector.status().await? {
+                println!(
+                    "{:<10} {:>10} {:>10} {:>10} {:>10.1}  {:?}",
+                    s.name, s.position, s.head, s.lag_events, s.lag_seconds, s.state
+                );
+            }
+        }
+        ProjectionsCommand::Rebuild { name } => {
+            let bar = ProgressBar::new(store.head().await?.position);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{msg} [{bar:40}] {human_pos}/{human_len} events, {per_sec}, {eta} left",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar.set_message(format!("rebuilding {name}"));
+            let started = std::time::Instant::now();
+            let position = projector
+                .rebuild(&name, |done, total| {
+                    bar.set_length(total);
+                    bar.set_position(done);
+                })
+                .await?;
+            bar.finish();
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "rebuilt {name} to position {position} in {secs:.1} s ({:.0} events/s)",
+                position as f64 / secs.max(1e-9)
+            );
+        }
+        ProjectionsCommand::Build {
+            name,
+            as_of,
+            at_position,
+            out,
+        } => {
+            let until = match (at_position, as_of) {
+                (Some(p), _) => p,
+                (None, Some(t)) => store.position_at(t).await?,
+                (None, None) => anyhow::bail!("give --as-of TIME or --at-position N"),
+            };
+            let reached = projector.build_as_of(&name, until, &out).await?;
+            println!("built {name} as of position {reached} into {}", out.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn seed(settings: &Settings, events: u64) -> anyhow::Result<ExitCode> {
-    let store = open(settings).await?;
+    let store = sealed(open(settings).await?);
     let started = std::time::Instant::now();
     let step = (events / 10).max(1);
     let mut next_report = step;
