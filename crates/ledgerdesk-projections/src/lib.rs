@@ -1,1 +1,55 @@
-//! placeholder
+//! Read models derived from the event log. The log is the only source of
+//! truth: every table here can be dropped and rebuilt from it.
+//!
+//! # Layout
+//! - [`runner`]: the [`Projection`] trait and the [`Projector`], which reads
+//!   the log in pages from each projection's checkpoint and applies a page
+//!   and its new checkpoint in one transaction; background workers (one per
+//!   projection, held by a PostgreSQL advisory lock across processes),
+//!   `catch_up`, `status`, `rebuild` (shadow tables, atomic swap) and
+//!   `build_as_of` (a past position into a separate SQLite file).
+//! - [`schema`]: tables as DDL templates shared by the migration, shadow
+//!   rebuilds and as-of files.
+//! - [`db`]: one transaction type for both backends, so SQL is written once.
+//! - [`personal`]: the single place personal data (`payload.pii`) is read.
+//! - One module per read model with its queries: [`tickets`], [`audit`],
+//!   [`presence`], [`reports`].
+#![deny(missing_docs)]
+
+pub mod audit;
+pub mod db;
+mod error;
+pub mod personal;
+pub mod presence;
+pub mod reports;
+pub mod runner;
+pub mod schema;
+pub mod tickets;
+
+/// Re-exported so custom [`Projection`]s can be written without adding the crate.
+pub use async_trait::async_trait;
+pub use error::ProjectionError;
+pub use runner::{
+    build_as_of, build_as_of_time, open_as_of, Event, Names, Projection, ProjectionStatus,
+    Projector, WorkerState,
+};
+
+use serde::Serialize;
+
+/// One page of a keyset-paginated query.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Page<T> {
+    /// The rows, newest first.
+    pub items: Vec<T>,
+    /// Pass back as the filter's cursor for the next page; `None` at the end.
+    pub next_cursor: Option<String>,
+}
+
+/// Default and largest page sizes of the list queries.
+pub const DEFAULT_LIMIT: usize = 50;
+/// See [`DEFAULT_LIMIT`].
+pub const MAX_LIMIT: usize = 500;
+
+pub(crate) fn clamp_limit(limit: Option<usize>) -> usize {
+    limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT)
+}

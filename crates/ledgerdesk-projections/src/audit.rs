@@ -1,0 +1,430 @@
+//! `audit`: one row per event of the log, for the audit view.
+//!
+//! Tables: `audit_log` (one row per position) and `audit_actors` (each
+//! user's name and department, kept from user events so a row records the
+//! actor's department at the time of the event).
+
+use std::collections::{BTreeSet, HashMap};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use ledgerdesk_domain::{AnyEvent, UserEvent};
+use ledgerdesk_store::{ActorKind, DbPool};
+use serde::Serialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::db::{self, contains_pattern, upsert_clause, Arg, DbRow, Record, Tx, Where};
+use crate::runner::{Event, Names, Projection};
+use crate::schema::Table;
+use crate::{clamp_limit, Page, ProjectionError};
+
+const TABLES: &[Table] = &[
+    Table {
+        name: "audit_log",
+        columns: "
+    position         {int} PRIMARY KEY,   -- the event's log position
+    event_id         TEXT NOT NULL,
+    recorded_at      {int} NOT NULL,      -- µs
+    actor_id         TEXT,
+    actor_name       TEXT,
+    actor_kind       TEXT NOT NULL,       -- agent, customer or system
+    actor_department TEXT,                -- the actor's department when it acted
+    action           TEXT NOT NULL,       -- catalogue code
+    label            TEXT NOT NULL,
+    ticket_id        TEXT,
+    description      TEXT NOT NULL,
+    changes          TEXT NOT NULL,       -- JSON [{field, before, after}]
+    ip               TEXT,
+    user_agent       TEXT,
+    correlation_id   TEXT,
+    event_type       TEXT NOT NULL,
+    stream_id        TEXT NOT NULL
+",
+        indexes: &[
+            ("audit_log_action", "action, position"),
+            ("audit_log_actor", "actor_id, position"),
+            ("audit_log_department", "actor_department, position"),
+            ("audit_log_ticket", "ticket_id, position"),
+            ("audit_log_time", "recorded_at"),
+        ],
+    },
+    Table {
+        name: "audit_actors",
+        columns: "
+    id         TEXT PRIMARY KEY,
+    name       TEXT,
+    department TEXT
+",
+        indexes: &[],
+    },
+];
+
+const COLUMNS: &[&str] = &[
+    "position",
+    "event_id",
+    "recorded_at",
+    "actor_id",
+    "actor_name",
+    "actor_kind",
+    "actor_department",
+    "action",
+    "label",
+    "ticket_id",
+    "description",
+    "changes",
+    "ip",
+    "user_agent",
+    "correlation_id",
+    "event_type",
+    "stream_id",
+];
+
+/// One line of the audit view.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditRow {
+    /// The event's log position (the cursor).
+    pub position: u64,
+    /// The event.
+    pub event_id: Uuid,
+    /// When it was recorded.
+    pub recorded_at: DateTime<Utc>,
+    /// Who acted.
+    pub actor_id: Option<Uuid>,
+    /// The actor's name then (users only).
+    pub actor_name: Option<String>,
+    /// `agent`, `customer` or `system`.
+    pub actor_kind: String,
+    /// The actor's department then.
+    pub actor_department: Option<Uuid>,
+    /// Catalogue action code (the event type for events outside the catalogue).
+    pub action: String,
+    /// Its label.
+    pub label: String,
+    /// The ticket concerned.
+    pub ticket_id: Option<Uuid>,
+    /// One line, free of personal data.
+    pub description: String,
+    /// `[{"field", "before", "after"}]`.
+    pub changes: Value,
+    /// The caller's IP.
+    pub ip: Option<String>,
+    /// The caller's user agent.
+    pub user_agent: Option<String>,
+    /// The request id.
+    pub correlation_id: Option<String>,
+    /// The stored event type.
+    pub event_type: String,
+    /// The stream.
+    pub stream_id: String,
+}
+
+impl Record for AuditRow {
+    fn read(r: &dyn DbRow) -> Result<Self, sqlx::Error> {
+        Ok(AuditRow {
+            position: r.int0("position")?.max(0) as u64,
+            event_id: r.uuid("event_id")?.unwrap_or_default(),
+            recorded_at: r.time("recorded_at")?.unwrap_or_default(),
+            actor_id: r.uuid("actor_id")?,
+            actor_name: r.text("actor_name")?,
+            actor_kind: r.text("actor_kind")?.unwrap_or_default(),
+            actor_department: r.uuid("actor_department")?,
+            action: r.text("action")?.unwrap_or_default(),
+            label: r.text("label")?.unwrap_or_default(),
+            ticket_id: r.uuid("ticket_id")?,
+            description: r.text("description")?.unwrap_or_default(),
+            changes: r
+                .text("changes")?
+                .and_then(|c| serde_json::from_str(&c).ok())
+                .unwrap_or(Value::Null),
+            ip: r.text("ip")?,
+            user_agent: r.text("user_agent")?,
+            correlation_id: r.text("correlation_id")?,
+            event_type: r.text("event_type")?.unwrap_or_default(),
+            stream_id: r.text("stream_id")?.unwrap_or_default(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Actor {
+    name: Option<String>,
+    department: Option<Uuid>,
+}
+
+struct ActorRow(Uuid, Actor);
+
+impl Record for ActorRow {
+    fn read(r: &dyn DbRow) -> Result<Self, sqlx::Error> {
+        Ok(ActorRow(
+            r.uuid("id")?.unwrap_or_default(),
+            Actor {
+                name: r.text("name")?,
+                department: r.uuid("department")?,
+            },
+        ))
+    }
+}
+
+fn kind_str(kind: ActorKind) -> &'static str {
+    match kind {
+        ActorKind::Agent => "agent",
+        ActorKind::Customer => "customer",
+        ActorKind::System => "system",
+    }
+}
+
+/// The `audit` projection.
+pub struct AuditProjection;
+
+#[async_trait]
+impl Projection for AuditProjection {
+    fn name(&self) -> &'static str {
+        "audit"
+    }
+
+    fn tables(&self) -> &'static [Table] {
+        TABLES
+    }
+
+    async fn apply(
+        &self,
+        events: &[Event],
+        names: &Names,
+        tx: &mut Tx,
+    ) -> Result<(), ProjectionError> {
+        let log = names.table("audit_log");
+        let actors_table = names.table("audit_actors");
+        let mut keys = BTreeSet::new();
+        for e in events {
+            if let Some(id) = e.metadata.actor_id {
+                keys.insert(id);
+            }
+            if let Some(AnyEvent::User(u)) = &e.domain {
+                keys.insert(u.user_id());
+            }
+        }
+        let keys: Vec<String> = keys.iter().map(Uuid::to_string).collect();
+        let mut actors: HashMap<Uuid, Actor> = if keys.is_empty() {
+            HashMap::new()
+        } else {
+            tx.fetch_in::<ActorRow>(
+                &format!("SELECT id, name, department FROM {actors_table} WHERE id IN"),
+                &keys,
+            )
+            .await?
+            .into_iter()
+            .map(|ActorRow(id, a)| (id, a))
+            .collect()
+        };
+        let mut dirty = BTreeSet::new();
+        let mut rows = Vec::with_capacity(events.len());
+        for e in events {
+            // The user's own state first, so `user.created` shows its name.
+            if let Some(AnyEvent::User(u)) = &e.domain {
+                match u {
+                    UserEvent::Created {
+                        user_id,
+                        name,
+                        department,
+                        ..
+                    } => {
+                        actors.insert(
+                            *user_id,
+                            Actor {
+                                name: Some(name.clone()),
+                                department: *department,
+                            },
+                        );
+                        dirty.insert(*user_id);
+                    }
+                    UserEvent::Updated {
+                        user_id,
+                        name,
+                        department,
+                        ..
+                    } => {
+                        let a = actors.entry(*user_id).or_default();
+                        if let Some(n) = name {
+                            a.name = Some(n.after.clone());
+                        }
+                        if let Some(d) = department {
+                            a.department = d.after;
+                        }
+                        dirty.insert(*user_id);
+                    }
+                    _ => {}
+                }
+            }
+            rows.push(row(e, &actors));
+        }
+        tx.insert(&log, COLUMNS, "", rows).await?;
+        let actor_rows = dirty
+            .iter()
+            .filter_map(|id| actors.get(id).map(|a| (id, a)))
+            .map(|(id, a)| vec![Arg::from(*id), a.name.clone().into(), a.department.into()])
+            .collect();
+        let cols = ["id", "name", "department"];
+        tx.insert(
+            &actors_table,
+            &cols,
+            &upsert_clause(&["id"], &cols),
+            actor_rows,
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+fn row(e: &Event, actors: &HashMap<Uuid, Actor>) -> Vec<Arg> {
+    let r = &e.record;
+    let m = &e.metadata;
+    let (action, label, description, ticket_id, changes) = match &e.domain {
+        Some(ev) => {
+            let a = ev.audit();
+            let changes: Vec<Value> = a
+                .changes
+                .iter()
+                .map(|c| json!({"field": c.field, "before": c.before, "after": c.after}))
+                .collect();
+            (
+                a.action.code.to_owned(),
+                a.action.label.to_owned(),
+                a.description,
+                a.ticket_id,
+                Value::Array(changes).to_string(),
+            )
+        }
+        None => (
+            r.event_type.clone(),
+            r.event_type.clone(),
+            String::new(),
+            None,
+            "[]".to_owned(),
+        ),
+    };
+    let actor = m.actor_id.and_then(|id| actors.get(&id));
+    vec![
+        r.position.into(),
+        r.event_id.into(),
+        r.recorded_at.into(),
+        m.actor_id.into(),
+        actor.and_then(|a| a.name.clone()).into(),
+        kind_str(m.actor_kind).into(),
+        actor.and_then(|a| a.department).into(),
+        action.into(),
+        label.into(),
+        ticket_id.into(),
+        description.into(),
+        changes.into(),
+        m.ip.clone().into(),
+        m.user_agent.clone().into(),
+        m.correlation_id.clone().into(),
+        r.event_type.as_str().into(),
+        r.stream_id.as_str().into(),
+    ]
+}
+
+/// Filters of [`search`]; they combine with AND, a list matches any of its
+/// values.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Action codes.
+    pub actions: Vec<String>,
+    /// Actor ids.
+    pub actors: Vec<Uuid>,
+    /// The actors' departments at the time.
+    pub departments: Vec<Uuid>,
+    /// One ticket.
+    pub ticket: Option<Uuid>,
+    /// Recorded at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Recorded before.
+    pub to: Option<DateTime<Utc>>,
+    /// The caller's IP, exactly.
+    pub ip: Option<String>,
+    /// Text in the description or the changes (case-insensitive).
+    pub q: Option<String>,
+    /// Page size (default 50, at most 500).
+    pub limit: Option<usize>,
+    /// Only rows before this position: the previous page's `next_cursor`.
+    pub before_position: Option<u64>,
+}
+
+/// Audit rows matching `filter`, newest first. The cursor is a position, so
+/// pages stay stable while new events arrive.
+pub async fn search(
+    pool: &DbPool,
+    filter: &AuditFilter,
+) -> Result<Page<AuditRow>, ProjectionError> {
+    let limit = clamp_limit(filter.limit);
+    let mut w = Where::default();
+    w.any_of(
+        "action",
+        filter
+            .actions
+            .iter()
+            .map(|a| Arg::from(a.as_str()))
+            .collect(),
+    );
+    w.any_of(
+        "actor_id",
+        filter.actors.iter().map(|a| Arg::from(*a)).collect(),
+    );
+    w.any_of(
+        "actor_department",
+        filter.departments.iter().map(|a| Arg::from(*a)).collect(),
+    );
+    if let Some(t) = filter.ticket {
+        let p = w.arg(t);
+        w.and(format!("ticket_id = {p}"));
+    }
+    if let Some(from) = filter.from {
+        let p = w.arg(from);
+        w.and(format!("recorded_at >= {p}"));
+    }
+    if let Some(to) = filter.to {
+        let p = w.arg(to);
+        w.and(format!("recorded_at < {p}"));
+    }
+    if let Some(ip) = &filter.ip {
+        let p = w.arg(ip.as_str());
+        w.and(format!("ip = {p}"));
+    }
+    if let Some(q) = filter.q.as_deref().filter(|q| !q.trim().is_empty()) {
+        let p = w.arg(contains_pattern(q.trim()));
+        w.and(format!(
+            "(LOWER(description) LIKE {p} ESCAPE '\\' OR LOWER(changes) LIKE {p} ESCAPE '\\')"
+        ));
+    }
+    if let Some(before) = filter.before_position {
+        let p = w.arg(before);
+        w.and(format!("position < {p}"));
+    }
+    let pl = w.arg((limit + 1) as i64);
+    let sql = format!(
+        "SELECT {} FROM audit_log {} ORDER BY position DESC LIMIT {pl}",
+        COLUMNS.join(", "),
+        w.sql()
+    );
+    let mut items: Vec<AuditRow> = db::fetch(pool, &sql, w.args).await?;
+    let next_cursor = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(|r| r.position.to_string())
+    } else {
+        None
+    };
+    Ok(Page { items, next_cursor })
+}
+
+/// The number of audit rows (one per event applied).
+pub async fn count(pool: &DbPool) -> Result<u64, ProjectionError> {
+    struct N(i64);
+    impl Record for N {
+        fn read(r: &dyn DbRow) -> Result<Self, sqlx::Error> {
+            Ok(N(r.int0("n")?))
+        }
+    }
+    let rows: Vec<N> = db::fetch(pool, "SELECT COUNT(*) AS n FROM audit_log", vec![]).await?;
+    Ok(rows.first().map_or(0, |n| n.0.max(0) as u64))
+}

@@ -1,0 +1,21 @@
+use ledgerdesk_store::StoreError;
+
+/// Why a projection or a read-model query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    /// Reading the log failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The read-model database failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// No projection has this name.
+    #[error("unknown projection `{0}`")]
+    UnknownProjection(String),
+    /// A pagination cursor that this crate did not produce.
+    #[error("invalid cursor")]
+    InvalidCursor,
+    /// A file could not be written.
+    #[error("{0}")]
+    Io(String),
+}

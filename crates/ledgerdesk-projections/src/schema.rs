@@ -1,0 +1,120 @@
+//! Tables as DDL templates. The same text creates the live tables (the
+//! `0003_read_models.sql` migrations hold exactly [`migration_sql`]), the
+//! shadow tables of a rebuild and the tables of an as-of file.
+//!
+//! Templates use `{int}` / `{real}` for the dialect's type names and
+//! `{t}` for the table's (possibly suffixed) name.
+
+use crate::db::Dialect;
+
+/// One table of a projection.
+#[derive(Debug, Clone, Copy)]
+pub struct Table {
+    /// The live name, e.g. `tickets`.
+    pub name: &'static str,
+    /// The column list (the inside of `CREATE TABLE t (…)`).
+    pub columns: &'static str,
+    /// Secondary indexes: (name, column list).
+    pub indexes: &'static [(&'static str, &'static str)],
+}
+
+impl Table {
+    /// `CREATE TABLE` for this table named `name`.
+    pub fn create_table(&self, dialect: Dialect, name: &str) -> String {
+        format!(
+            "CREATE TABLE {name} (\n{}\n);\n",
+            dialect.ddl(self.columns.trim_matches('\n'))
+        )
+    }
+
+    /// `CREATE INDEX` statements on the table named `name`, index names
+    /// suffixed with `index_suffix`.
+    pub fn create_indexes(&self, name: &str, index_suffix: &str) -> String {
+        self.indexes
+            .iter()
+            .map(|(index, cols)| {
+                format!("CREATE INDEX {index}{index_suffix} ON {name} ({cols});\n")
+            })
+            .collect()
+    }
+}
+
+/// Where each projection stands.
+pub const CHECKPOINTS: Table = Table {
+    name: "projection_checkpoints",
+    columns: "
+    name       TEXT PRIMARY KEY,   -- the projection
+    position   {int} NOT NULL,     -- last log position applied
+    event_time {int},              -- recorded_at (µs) of the event at `position`
+    updated_at {int} NOT NULL      -- when the checkpoint last moved (µs)
+",
+    indexes: &[],
+};
+
+/// The read-model part of the schema: what the `0003_read_models.sql`
+/// migration of `dialect` creates.
+pub fn migration_sql(dialect: Dialect) -> String {
+    let mut sql = String::new();
+    sql.push_str(&CHECKPOINTS.create_table(dialect, CHECKPOINTS.name));
+    for p in crate::runner::builtin() {
+        for t in p.tables() {
+            sql.push('\n');
+            sql.push_str(&t.create_table(dialect, t.name));
+            sql.push_str(&t.create_indexes(t.name, ""));
+        }
+    }
+    sql
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "\
+-- Read models: projections of the event log, rebuildable from it at any time
+-- (docs/projections.md). Generated from crates/ledgerdesk-projections
+-- (schema::migration_sql); a unit test keeps the two identical.
+-- Timestamps are microseconds since the Unix epoch (UTC), ids are UUID text.
+";
+
+    fn strip(sql: &str) -> String {
+        sql.lines()
+            .map(|l| l.split("--").next().unwrap_or_default().trim())
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn migrations_hold_exactly_the_crate_schema() {
+        // `LEDGERDESK_WRITE_MIGRATIONS=1 cargo test -p ledgerdesk-projections`
+        // regenerates the files after a schema change.
+        if std::env::var_os("LEDGERDESK_WRITE_MIGRATIONS").is_some() {
+            for (dir, dialect) in [("sqlite", Dialect::Sqlite), ("postgres", Dialect::Postgres)] {
+                let path = format!(
+                    "{}/../../migrations/{dir}/0003_read_models.sql",
+                    env!("CARGO_MANIFEST_DIR")
+                );
+                std::fs::write(path, format!("{HEADER}\n{}", migration_sql(dialect))).unwrap();
+            }
+        }
+        let files = [
+            (
+                Dialect::Sqlite,
+                include_str!("../../../migrations/sqlite/0003_read_models.sql"),
+            ),
+            (
+                Dialect::Postgres,
+                include_str!("../../../migrations/postgres/0003_read_models.sql"),
+            ),
+        ];
+        for (dialect, file) in files {
+            let expected = migration_sql(dialect);
+            assert_eq!(
+                strip(file),
+                strip(&expected),
+                "migrations/{dialect:?}/0003_read_models.sql is out of date; it should read:\n{expected}"
+            );
+        }
+    }
+}
