@@ -32,6 +32,7 @@ backend_tests!(
     one_email_is_one_data_subject,
     user_department_and_settings_commands_are_recorded,
     seed_writes_a_valid_varied_history,
+    erasure_shreds_personal_data_and_keeps_the_log_verifiable,
 );
 
 const SHA: &str = "AB01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01";
@@ -1038,4 +1039,88 @@ async fn seed_writes_a_valid_varied_history(db: &TestDb) {
         .await
         .unwrap()
         .ok());
+}
+
+/// Personal data is stored sealed under the requester's key; erasing the
+/// subject makes every view read `[erased]` while the stored log, and so its
+/// hash chain, stays exactly as it was.
+async fn erasure_shreds_personal_data_and_keeps_the_log_verifiable(db: &TestDb) {
+    let raw = db.open().await;
+    let sealed = Arc::new(ledgerdesk_app::SealedStore::new(raw.clone()));
+    let vault = sealed.vault();
+    let helpdesk = Helpdesk::new(sealed.clone());
+    let agent = Actor::agent(create_agent(&helpdesk, "Alice").await);
+    let mut input = new_ticket("erin@example.com");
+    input.requester_name = "Erin Example".into();
+    input.body = "My card number ends in 4242".into();
+    let id = helpdesk.create_ticket(&agent, input).await.unwrap().id;
+    helpdesk
+        .add_public_message(&agent, id, public("Refunded, Erin."), None)
+        .await
+        .unwrap();
+    let other = helpdesk
+        .create_ticket(&agent, new_ticket("someone@example.com"))
+        .await
+        .unwrap()
+        .id;
+    let stream_id = format!("ticket-{id}");
+
+    // Stored: no personal data in clear.
+    for e in raw.read_all(0, 1000).await.unwrap() {
+        for secret in [
+            "Erin Example",
+            "erin@example.com",
+            "4242",
+            "Refunded, Erin.",
+        ] {
+            assert!(
+                !e.payload.contains(secret),
+                "{secret} stored in clear at {}",
+                e.position
+            );
+        }
+    }
+    // Read through the vault: the data is there.
+    let created = &stream(&(sealed.clone() as Arc<dyn EventStore>), &stream_id).await[0];
+    let payload = created.payload_json().unwrap();
+    assert_eq!(
+        payload["pii"]["data"]["requester_name"], "Erin Example",
+        "{payload}"
+    );
+    let subject: Uuid = payload["pii"]["subject"].as_str().unwrap().parse().unwrap();
+    let before = ledgerdesk_store::verify_chain(raw.as_ref()).await.unwrap();
+
+    assert!(vault.erase(subject).await.unwrap());
+    assert!(vault.is_erased(subject).await.unwrap());
+
+    for e in stream(&(sealed.clone() as Arc<dyn EventStore>), &stream_id).await {
+        let p = e.payload_json().unwrap();
+        if let Some(data) = p["pii"]["data"].as_object() {
+            assert!(data.values().all(|v| v == "[erased]" || v.is_null()), "{p}");
+        }
+        AnyEvent::decode(&e.stream_type, &e.event_type, e.schema_version, &p).unwrap();
+    }
+    // Other customers keep their data; the ticket still works.
+    let other_created = &stream(
+        &(sealed.clone() as Arc<dyn EventStore>),
+        &format!("ticket-{other}"),
+    )
+    .await[0];
+    assert_eq!(
+        other_created.payload_json().unwrap()["pii"]["data"]["requester_email"],
+        "someone@example.com"
+    );
+    helpdesk
+        .add_public_message(&agent, id, public("Anything else?"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        helpdesk.data_subject("erin@example.com").await.unwrap(),
+        None
+    );
+
+    // The log itself is untouched and still verifies.
+    let after = ledgerdesk_store::verify_chain(raw.as_ref()).await.unwrap();
+    assert!(after.ok());
+    assert_eq!(after.verified, before.verified + 1);
 }

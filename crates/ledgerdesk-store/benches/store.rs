@@ -158,11 +158,11 @@ async fn read_all(store: &dyn EventStore) -> (usize, f64) {
     (n, rate(n, t))
 }
 
+/// position, stream id, version, event id, payload, metadata, time, hash.
+type RawRow = (i64, String, i64, String, String, String, i64, String);
+
 /// Rows shaped like the store's, inserted without hashing or checks.
-fn raw_rows(
-    n: usize,
-    offset: usize,
-) -> Vec<(i64, String, i64, String, String, String, i64, String)> {
+fn raw_rows(n: usize, offset: usize) -> Vec<RawRow> {
     (0..n)
         .map(|i| {
             let e = event(i);
@@ -355,7 +355,7 @@ async fn bench(name: &str, db: Db, postgres: bool, read_events: usize) {
     };
     line("(a) batch append, 1,000 events per batch", ours, raw);
 
-    let per_writer = if postgres { 1_000 } else { 1_000 };
+    let per_writer = 1_000;
     let ours = concurrent_append(store.clone(), per_writer).await;
     let raw = raw_concurrent(&db.url, per_writer / 4, postgres).await;
     line("(b) 16 writers, one event per append", ours, raw);

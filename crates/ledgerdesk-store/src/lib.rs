@@ -11,13 +11,22 @@
 //! - [`hash`]: the canonical encoding and the SHA-256 chain.
 //! - [`verify`]: walking the chain to find the first altered position.
 //! - [`sqlite`], [`postgres`]: the two backends; SQL they share is in `sql`.
+//! - [`merkle`]: the RFC 9162 Merkle tree over the log (leaf = the canonical
+//!   bytes of [`hash`]), kept incrementally in `merkle_nodes`, with inclusion
+//!   and consistency proofs.
+//! - [`checkpoint`]: Ed25519-signed tree heads, the key file, the background
+//!   [`Checkpointer`], and [`verify_all`].
+//! - [`bundle`]: evidence bundles of a range of events, verifiable offline.
 //!
 //! [`open`] picks the backend from the URL.
 #![deny(missing_docs)]
 
+pub mod bundle;
+pub mod checkpoint;
 pub mod error;
 pub mod event;
 pub mod hash;
+pub mod merkle;
 mod plan;
 pub mod postgres;
 mod sql;
@@ -28,10 +37,19 @@ mod writer;
 
 use std::sync::Arc;
 
+pub use bundle::{export_bundle, verify_bundle, Bundle, BundleError, BundleReport};
+pub use checkpoint::{
+    checkpoint_now, checkpoints, latest_checkpoint, verify_all, AuditReport, Checkpoint,
+    CheckpointKey, CheckpointRange, Checkpointer, PublicKey,
+};
 pub use error::StoreError;
 pub use event::{
     ActorKind, Appended, Backend, ExpectedVersion, Head, Metadata, NewEvent, RecordedEvent,
     StreamAppend, StreamRange,
+};
+pub use merkle::{
+    consistency_proof, inclusion_proof, sync_leaves, tree_root, AuditError, ConsistencyProof,
+    InclusionProof, MerkleHash,
 };
 pub use plan::MAX_EVENTS_PER_APPEND;
 pub use store::{DbPool, EventStore};

@@ -69,7 +69,11 @@ enum ProjectionsCommand {
         /// tickets, audit, presence or reports.
         name: String,
         /// A past time (RFC 3339, e.g. 2026-11-20T09:00:00Z).
-        #[arg(long, conflicts_with = "at_position", required_unless_present = "at_position")]
+        #[arg(
+            long,
+            conflicts_with = "at_position",
+            required_unless_present = "at_position"
+        )]
         as_of: Option<chrono::DateTime<chrono::Utc>>,
         /// A past log position.
         #[arg(long)]
@@ -181,10 +185,11 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},
@@ -200,7 +205,10 @@ async fn projections(settings: &Settings, command: ProjectionsCommand) -> anyhow
     match command {
         ProjectionsCommand::Status => {
             projector.ensure_schema().await?;
-            println!("{:<10} {:>10} {:>10} {:>10} {:>10}  state", "name", "position", "head", "lag", "lag s");
+            println!(
+                "{:<10} {:>10} {:>10} {:>10} {:>10}  state",
+                "name", "position", "head", "lag", "lag s"
+            );
             for s in projector.status().await? {
                 println!(
                     "{:<10} {:>10} {:>10} {:>10} {:>10.1}  {:?}",
@@ -244,7 +252,10 @@ async fn projections(settings: &Settings, command: ProjectionsCommand) -> anyhow
                 (None, None) => anyhow::bail!("give --as-of TIME or --at-position N"),
             };
             let reached = projector.build_as_of(&name, until, &out).await?;
-            println!("built {name} as of position {reached} into {}", out.display());
+            println!(
+                "built {name} as of position {reached} into {}",
+                out.display()
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
