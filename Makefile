@@ -22,6 +22,7 @@ lint:
 
 bench: ## Throughput figures (release build); not part of `make test`
 	$(CARGO) bench -p ledgerdesk-store --bench store
+	scripts/bench-projections.sh
 
 migrate:
 	$(CARGO) run -p ledgerdesk -- migrate
@@ -31,3 +32,11 @@ verify:
 
 clean-data:
 	rm -rf data
+
+.PHONY: api-contract bench-http
+
+api-contract: ## The server against its own OpenAPI document (schemathesis; installs it into a venv under ~/.cache)
+	CARGO=$(CARGO) scripts/api-contract.sh
+
+bench-http: ## HTTP load: add a message to many tickets from 64 connections for 10 s (release build, SQLite, wrk)
+	CARGO=$(CARGO) scripts/bench-http.sh
