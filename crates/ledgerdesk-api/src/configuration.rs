@@ -22,6 +22,12 @@ pub struct Settings {
     pub log: LogSettings,
     /// `[bootstrap]`
     pub bootstrap: BootstrapSettings,
+    /// `[auth]`
+    pub auth: AuthSettings,
+    /// `[files]`
+    pub files: FileSettings,
+    /// `[audit]`
+    pub audit: AuditSettings,
 }
 
 /// `[database]`
@@ -44,6 +50,8 @@ pub struct HttpSettings {
     pub workers: usize,
     /// Seconds to let requests in flight finish on shutdown.
     pub shutdown_timeout_secs: u64,
+    /// Largest JSON request body in bytes (413 above).
+    pub max_json_bytes: usize,
 }
 
 /// `[log]`
@@ -77,12 +85,52 @@ pub struct BootstrapSettings {
     pub admin_password: Option<Secret>,
 }
 
+/// `[auth]`: sessions, password hashing and the slowing down of failed logins.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// How long a login token stays valid, in seconds.
+    pub token_ttl_secs: u64,
+    /// Failed logins for one account, or from one address, within
+    /// `failure_window_secs` before further attempts get 429.
+    pub max_failed_logins: u32,
+    /// The window in which failed logins count, in seconds.
+    pub failure_window_secs: u64,
+    /// Argon2id memory cost in KiB (OWASP: 19456).
+    pub argon2_memory_kib: u32,
+    /// Argon2id iterations (OWASP: 2).
+    pub argon2_iterations: u32,
+}
+
+/// `[files]`: uploaded attachments, stored by SHA-256 outside the event log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettings {
+    /// The folder the bytes are kept in.
+    pub dir: PathBuf,
+    /// Largest upload in bytes (413 above).
+    pub max_bytes: u64,
+}
+
+/// `[audit]`: the verifiable log's checkpoints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    /// The checkpoint signing key (created on first use).
+    pub signing_key_file: PathBuf,
+}
+
 /// A string that never prints.
 #[derive(Clone, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
 
 impl Secret {
+    /// Wrap a secret.
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
     /// The secret itself; call only where it is used.
     pub fn expose(&self) -> &str {
         &self.0
@@ -107,8 +155,27 @@ impl Settings {
         Self::load_from(file, config::Environment::with_prefix("LEDGERDESK"))
     }
 
+    /// Defaults overridden by `LEDGERDESK__…` variables given here instead
+    /// of the process environment (no file is read): for tests and tools.
+    pub fn from_vars<K, V>(vars: impl IntoIterator<Item = (K, V)>) -> Result<Self, ConfigError>
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let vars = vars
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect::<std::collections::HashMap<String, String>>();
+        Self::load_from(
+            Some(Path::new("")),
+            config::Environment::with_prefix("LEDGERDESK").source(Some(vars)),
+        )
+    }
+
     fn load_from(file: Option<&Path>, env: config::Environment) -> Result<Self, ConfigError> {
         let (path, required) = match file {
+            // An empty path: no file at all.
+            Some(p) if p.as_os_str().is_empty() => (PathBuf::new(), false),
             Some(p) => (p.to_path_buf(), true),
             None => (PathBuf::from(DEFAULT_FILE), false),
         };
@@ -119,7 +186,7 @@ impl Settings {
             )));
         }
         let err = |e: config::ConfigError| ConfigError(e.to_string());
-        let settings: Settings = config::Config::builder()
+        let builder = config::Config::builder()
             .set_default("database.url", "sqlite://data/ledgerdesk.db")
             .and_then(|b| b.set_default("database.max_connections", 8))
             .and_then(|b| b.set_default("http.bind", "127.0.0.1:8080"))
@@ -127,9 +194,23 @@ impl Settings {
             .and_then(|b| b.set_default("http.shutdown_timeout_secs", 30))
             .and_then(|b| b.set_default("log.format", "pretty"))
             .and_then(|b| b.set_default("log.level", "info"))
+            .and_then(|b| b.set_default("http.max_json_bytes", 65_536))
             .and_then(|b| b.set_default("bootstrap.admin_email", "admin@example.com"))
-            .map_err(err)?
-            .add_source(config::File::from(path).required(required))
+            .and_then(|b| b.set_default("auth.token_ttl_secs", 43_200))
+            .and_then(|b| b.set_default("auth.max_failed_logins", 5))
+            .and_then(|b| b.set_default("auth.failure_window_secs", 300))
+            .and_then(|b| b.set_default("auth.argon2_memory_kib", 19_456))
+            .and_then(|b| b.set_default("auth.argon2_iterations", 2))
+            .and_then(|b| b.set_default("files.dir", "data/files"))
+            .and_then(|b| b.set_default("files.max_bytes", 10_485_760))
+            .and_then(|b| b.set_default("audit.signing_key_file", "data/checkpoint.key"))
+            .map_err(err)?;
+        let builder = if path.as_os_str().is_empty() {
+            builder
+        } else {
+            builder.add_source(config::File::from(path).required(required))
+        };
+        let settings: Settings = builder
             .add_source(env.prefix_separator("__").separator("__").try_parsing(true))
             .build()
             .map_err(err)?
@@ -168,6 +249,32 @@ impl Settings {
                 "bootstrap.admin_email `{}` is not an email address",
                 self.bootstrap.admin_email
             )));
+        }
+        if self.auth.token_ttl_secs == 0 {
+            return Err(ConfigError("auth.token_ttl_secs must be at least 1".into()));
+        }
+        if self.auth.max_failed_logins == 0 || self.auth.failure_window_secs == 0 {
+            return Err(ConfigError(
+                "auth.max_failed_logins and auth.failure_window_secs must be at least 1".into(),
+            ));
+        }
+        if argon2::Params::new(
+            self.auth.argon2_memory_kib,
+            self.auth.argon2_iterations,
+            1,
+            None,
+        )
+        .is_err()
+        {
+            return Err(ConfigError(format!(
+                "auth.argon2_memory_kib `{}` / auth.argon2_iterations `{}` are not valid Argon2 parameters (memory at least 8 KiB, iterations at least 1)",
+                self.auth.argon2_memory_kib, self.auth.argon2_iterations
+            )));
+        }
+        if self.files.max_bytes == 0 || self.http.max_json_bytes == 0 {
+            return Err(ConfigError(
+                "files.max_bytes and http.max_json_bytes must be at least 1".into(),
+            ));
         }
         Ok(())
     }

@@ -6,14 +6,32 @@
 //! - [`telemetry`]: the tracing subscriber.
 //! - [`startup`]: `Application::build` → `port()` → `run_until_stopped()`.
 //! - [`state`]: what handlers share.
-//! - [`routes`]: one module per resource.
+//! - [`middleware`]: request id + metrics, then the [`permissions`] table
+//!   (token → [`auth::Caller`], role check), then `Idempotency-Key` replay.
+//! - [`routes`]: one module per resource; handlers turn a request into one
+//!   `ledgerdesk_app::Helpdesk` call with an `Actor` built by [`extract`].
+//! - [`error`]: [`ApiError`], the one error type, sent as problem+json.
+//! - [`db`]: the API's own tables (credentials, sessions, lists,
+//!   idempotency, files); [`bootstrap`] fills them on first start.
+//! - [`openapi`]: the OpenAPI 3.1 document; [`metrics`]: Prometheus text.
 #![deny(missing_docs)]
 
+pub mod auth;
+pub mod bootstrap;
 pub mod configuration;
+pub mod db;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod middleware;
+pub mod openapi;
+pub mod permissions;
 pub mod routes;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+
+pub use error::ApiError;
 
 pub use configuration::Settings;
 pub use startup::Application;

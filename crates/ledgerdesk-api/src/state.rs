@@ -1,12 +1,38 @@
 //! What every handler shares.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use ledgerdesk_app::Helpdesk;
 use ledgerdesk_store::EventStore;
 
-/// Shared application state.
+use crate::auth::{LoginLimiter, Passwords, SessionCache};
+use crate::db::Db;
+use crate::metrics::Metrics;
+
+/// Shared application state (one per process, behind `web::Data`).
 #[derive(Clone)]
 pub struct AppState {
     /// The event log.
     pub store: Arc<dyn EventStore>,
+    /// The command side: one per process, cloned.
+    pub helpdesk: Helpdesk,
+    /// The API's own tables.
+    pub db: Db,
+    /// Password hashing.
+    pub passwords: Passwords,
+    /// Recently checked sessions.
+    pub sessions: Arc<SessionCache>,
+    /// Failed-login counting.
+    pub limiter: Arc<LoginLimiter>,
+    /// Request and append counters.
+    pub metrics: Arc<Metrics>,
+    /// `auth.token_ttl_secs`.
+    pub token_ttl_secs: u64,
+    /// `http.max_json_bytes`.
+    pub max_json_bytes: usize,
+    /// `files.dir`.
+    pub files_dir: PathBuf,
+    /// `files.max_bytes`.
+    pub max_file_bytes: u64,
 }

@@ -32,12 +32,12 @@ mod locks;
 pub mod seed;
 mod staff;
 pub mod subjects;
-pub mod vault;
 mod tickets;
+pub mod vault;
 
 pub use actor::Actor;
 pub use error::{AppError, DomainRefusal};
 pub use handler::{execute, load, load_range, Committed, Loaded, MAX_ATTEMPTS};
 pub use helpdesk::{Helpdesk, Outcome, PairOutcome};
-pub use vault::{SealedStore, Vault};
 pub use ledgerdesk_store::ActorKind;
+pub use vault::{SealedStore, Vault};

@@ -164,13 +164,27 @@ impl Vault {
                    ON CONFLICT (subject_id) DO NOTHING";
         match &self.pool {
             DbPool::Sqlite(p) => {
-                sqlx::query(sql).bind(&id).bind(&fresh).bind(now).execute(p).await?;
+                sqlx::query(sql)
+                    .bind(&id)
+                    .bind(&fresh)
+                    .bind(now)
+                    .execute(p)
+                    .await?;
             }
             DbPool::Postgres(p) => {
-                sqlx::query(sql).bind(&id).bind(&fresh).bind(now).execute(p).await?;
+                sqlx::query(sql)
+                    .bind(&id)
+                    .bind(&fresh)
+                    .bind(now)
+                    .execute(p)
+                    .await?;
             }
         }
-        let key = self.keys(&HashSet::from([subject])).await?.remove(&subject).flatten();
+        let key = self
+            .keys(&HashSet::from([subject]))
+            .await?
+            .remove(&subject)
+            .flatten();
         if let Some(k) = key {
             self.seal_keys
                 .lock()
@@ -182,12 +196,19 @@ impl Vault {
 
     /// Current keys of `subjects`: `None` for an erased subject; absent for
     /// one never seen.
-    async fn keys(&self, subjects: &HashSet<Uuid>) -> Result<HashMap<Uuid, Option<Key>>, StoreError> {
+    async fn keys(
+        &self,
+        subjects: &HashSet<Uuid>,
+    ) -> Result<HashMap<Uuid, Option<Key>>, StoreError> {
         let ids: Vec<String> = subjects.iter().map(Uuid::to_string).collect();
         let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(500) {
-            let marks = (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
-            let sql = format!("SELECT subject_id, key FROM subject_keys WHERE subject_id IN ({marks})");
+            let marks = (1..=chunk.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql =
+                format!("SELECT subject_id, key FROM subject_keys WHERE subject_id IN ({marks})");
             let rows: Vec<(String, Option<String>)> = match &self.pool {
                 DbPool::Sqlite(p) => {
                     let mut q = sqlx::query_as(&sql);
@@ -205,7 +226,9 @@ impl Vault {
                 }
             };
             for (id, key) in rows {
-                let id: Uuid = id.parse().map_err(|_| corrupt(format!("subject id {id}")))?;
+                let id: Uuid = id
+                    .parse()
+                    .map_err(|_| corrupt(format!("subject id {id}")))?;
                 let key = match key {
                     Some(k) => {
                         let bytes = B64.decode(k).map_err(|_| corrupt(format!("key of {id}")))?;
@@ -232,7 +255,11 @@ fn open_one(payload: &mut Value, keys: &HashMap<Uuid, Option<Key>>) -> Result<()
     };
     let subject = subject_of(pii)?;
     let erased = || -> Value {
-        let fields = sealed.get("fields").and_then(Value::as_array).cloned().unwrap_or_default();
+        let fields = sealed
+            .get("fields")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         Value::Object(
             fields
                 .iter()
@@ -241,7 +268,10 @@ fn open_one(payload: &mut Value, keys: &HashMap<Uuid, Option<Key>>) -> Result<()
                 .collect::<Map<_, _>>(),
         )
     };
-    let data = match (sealed.get("alg").and_then(Value::as_str), keys.get(&subject)) {
+    let data = match (
+        sealed.get("alg").and_then(Value::as_str),
+        keys.get(&subject),
+    ) {
         (Some(ALG), Some(Some(key))) => {
             let field = |name: &str| {
                 sealed
@@ -262,7 +292,11 @@ fn open_one(payload: &mut Value, keys: &HashMap<Uuid, Option<Key>>) -> Result<()
                         aad: subject.as_bytes(),
                     },
                 )
-                .map_err(|_| corrupt(format!("personal data of subject {subject} does not decrypt")))?;
+                .map_err(|_| {
+                    corrupt(format!(
+                        "personal data of subject {subject} does not decrypt"
+                    ))
+                })?;
             serde_json::from_slice(&plain).map_err(|e| corrupt(e.to_string()))?
         }
         // Erased, never keyed, or stored after the erasure.
@@ -285,13 +319,26 @@ fn invalid(reason: String) -> StoreError {
 }
 
 fn corrupt(reason: String) -> StoreError {
-    StoreError::Corrupt { position: 0, reason }
+    StoreError::Corrupt {
+        position: 0,
+        reason,
+    }
 }
 
 async fn exec(pool: &DbPool, sql: &str, id: &str, at: Option<i64>) -> Result<u64, StoreError> {
     Ok(match pool {
-        DbPool::Sqlite(p) => sqlx::query(sql).bind(id).bind(at).execute(p).await?.rows_affected(),
-        DbPool::Postgres(p) => sqlx::query(sql).bind(id).bind(at).execute(p).await?.rows_affected(),
+        DbPool::Sqlite(p) => sqlx::query(sql)
+            .bind(id)
+            .bind(at)
+            .execute(p)
+            .await?
+            .rows_affected(),
+        DbPool::Postgres(p) => sqlx::query(sql)
+            .bind(id)
+            .bind(at)
+            .execute(p)
+            .await?
+            .rows_affected(),
     })
 }
 
@@ -358,7 +405,10 @@ impl EventStore for SealedStore {
         self.inner.pool()
     }
 
-    async fn append_many(&self, mut appends: Vec<StreamAppend>) -> Result<Vec<Appended>, StoreError> {
+    async fn append_many(
+        &self,
+        mut appends: Vec<StreamAppend>,
+    ) -> Result<Vec<Appended>, StoreError> {
         for append in &mut appends {
             for event in &mut append.events {
                 self.vault.seal(&mut event.payload).await?;
@@ -367,7 +417,11 @@ impl EventStore for SealedStore {
         self.inner.append_many(appends).await
     }
 
-    async fn read_stream(&self, stream_id: &str, range: StreamRange) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn read_stream(
+        &self,
+        stream_id: &str,
+        range: StreamRange,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         let events = self.inner.read_stream(stream_id, range).await?;
         self.open(events).await
     }

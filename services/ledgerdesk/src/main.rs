@@ -13,7 +13,10 @@ use std::sync::Arc;
 use indicatif::{ProgressBar, ProgressStyle};
 use ledgerdesk_app::SealedStore;
 use ledgerdesk_projections::Projector;
-use ledgerdesk_store::{EventStore, OpenOptions};
+use ledgerdesk_store::{
+    checkpoint_now, export_bundle, verify_all, verify_bundle, Bundle, CheckpointKey, EventStore,
+    OpenOptions, PublicKey,
+};
 
 #[derive(Parser)]
 #[command(
@@ -35,8 +38,30 @@ enum Command {
     Serve,
     /// Apply pending migrations and exit.
     Migrate,
-    /// Walk the whole log and check its hash chain.
-    Verify,
+    /// Check the whole log: the hash chain, the Merkle tree and every signed
+    /// checkpoint; or, with --bundle, an evidence bundle offline.
+    Verify {
+        /// An evidence bundle to check offline, without any database.
+        #[arg(long, value_name = "FILE")]
+        bundle: Option<PathBuf>,
+        /// The public key to trust (hex or base64); by default the one in the
+        /// bundle, or the configured signing key's.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// Write an evidence bundle: the events of a range, the signed
+    /// checkpoint that covers them, the proofs and the public key.
+    Export {
+        /// First position, or a time (RFC 3339).
+        #[arg(long)]
+        from: String,
+        /// Last position, or a time (RFC 3339).
+        #[arg(long)]
+        to: String,
+        /// The file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Run the projection workers (without the HTTP API) until stopped.
     Project,
     /// Rebuild, inspect or build projections for an investigation.
@@ -86,6 +111,13 @@ enum ProjectionsCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Verify {
+        bundle: Some(path),
+        public_key,
+    } = &cli.command
+    {
+        return verify_bundle_offline(path, public_key.as_deref());
+    }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -155,25 +187,106 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Projections { command } => projections(&settings, command).await,
-        Command::Verify => {
-            let store = open(&settings).await?;
-            let report = ledgerdesk_store::verify_chain(store.as_ref()).await?;
-            match &report.first_break {
-                None => {
-                    println!(
-                        "OK: {} events verified; head hash {}",
-                        report.verified, report.head_hash
-                    );
-                    Ok(ExitCode::SUCCESS)
-                }
-                Some(b) => {
-                    println!("BROKEN: {b}");
-                    println!("{} events verified before it", report.verified);
-                    Ok(ExitCode::from(1))
-                }
+        Command::Verify { public_key, .. } => verify(&settings, public_key.as_deref()).await,
+        Command::Export { from, to, out } => export(&settings, &from, &to, &out).await,
+    }
+}
+
+/// Where the checkpoint signing key lives.
+fn key_path(settings: &Settings) -> PathBuf {
+    PathBuf::from(&settings.audit.signing_key_file)
+}
+
+fn trusted_key(explicit: Option<&str>, settings: &Settings) -> anyhow::Result<PublicKey> {
+    match explicit {
+        Some(k) => PublicKey::parse(k).map_err(|e| anyhow::anyhow!("--public-key: {e}")),
+        None => Ok(CheckpointKey::load_or_create(&key_path(settings))?.public_key()),
+    }
+}
+
+async fn verify(settings: &Settings, public_key: Option<&str>) -> anyhow::Result<ExitCode> {
+    let store = open(settings).await?;
+    let key = trusted_key(public_key, settings)?;
+    let report = verify_all(store.as_ref(), &key).await?;
+    if report.ok() {
+        println!(
+            "OK: {} events verified; head hash {}; Merkle leaves and every signed checkpoint check out",
+            report.chain.verified, report.chain.head_hash
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("BROKEN:");
+        for finding in report.findings() {
+            println!("  {finding}");
+        }
+        println!(
+            "{} events verified before the first break",
+            report.chain.verified
+        );
+        Ok(ExitCode::from(1))
+    }
+}
+
+/// A position, or the last position at or before a time.
+async fn position_arg(store: &dyn EventStore, arg: &str, name: &str) -> anyhow::Result<u64> {
+    if let Ok(p) = arg.parse::<u64>() {
+        return Ok(p);
+    }
+    let time = chrono::DateTime::parse_from_rfc3339(arg).map_err(|_| {
+        anyhow::anyhow!("--{name} `{arg}` is neither a position nor an RFC 3339 time")
+    })?;
+    Ok(store.position_at(time.with_timezone(&chrono::Utc)).await?)
+}
+
+async fn export(
+    settings: &Settings,
+    from: &str,
+    to: &str,
+    out: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    let store = open(settings).await?;
+    let from = position_arg(store.as_ref(), from, "from").await?.max(1);
+    let to = position_arg(store.as_ref(), to, "to").await?;
+    let key = CheckpointKey::load_or_create(&key_path(settings))?;
+    // Sign a fresh checkpoint so the newest events can be exported too.
+    checkpoint_now(store.as_ref(), &key).await?;
+    let bundle = export_bundle(store.as_ref(), from, to, &key.public_key()).await?;
+    std::fs::write(out, serde_json::to_vec_pretty(&bundle)?)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    println!(
+        "wrote events {from}..={to} with their proofs to {}",
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify_bundle_offline(path: &std::path::Path, public_key: Option<&str>) -> ExitCode {
+    let run = || -> anyhow::Result<ExitCode> {
+        let text =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bundle: Bundle = serde_json::from_slice(&text).context("not an evidence bundle")?;
+        let key = public_key
+            .map(PublicKey::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--public-key: {e}"))?;
+        match verify_bundle(&bundle, key.as_ref()) {
+            Ok(r) => {
+                println!(
+                    "OK: events {}..={} ({}) are intact and covered by a valid signed checkpoint",
+                    r.from_position, r.to_position, r.events
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                println!("BROKEN: {e}");
+                Ok(ExitCode::from(1))
             }
         }
-    }
+    };
+    run().unwrap_or_else(|e| {
+        eprintln!("ledgerdesk: {e:#}");
+        ExitCode::FAILURE
+    })
 }
 
 /// The store as readers see it: personal data opened, or `[erased]`.

@@ -1,0 +1,111 @@
+//! First start of an empty database: the system account (which records
+//! login failures for unknown emails; it has no password and cannot log in)
+//! and the first admin, with `bootstrap.admin_password` or a generated
+//! password logged once at warn level.
+
+use ledgerdesk_app::{input, Actor};
+use uuid::Uuid;
+
+use crate::auth::{generated_password, normalise_email};
+use crate::configuration::BootstrapSettings;
+use crate::db::UserRow;
+use crate::routes::users::refresh_user;
+use crate::startup::StartupError;
+use crate::state::AppState;
+
+/// The system account's email (not deliverable on purpose).
+pub const SYSTEM_EMAIL: &str = "system@ledgerdesk.invalid";
+
+fn failed(what: &str, e: impl std::fmt::Display) -> StartupError {
+    StartupError::Bootstrap(format!("{what}: {e}"))
+}
+
+async fn create(
+    state: &AppState,
+    name: &str,
+    email: &str,
+    role: &str,
+    system: bool,
+) -> Result<Option<Uuid>, StartupError> {
+    let id = Uuid::now_v7();
+    let row = UserRow {
+        id,
+        email: normalise_email(email),
+        name: name.to_string(),
+        role: role.to_string(),
+        department_id: None,
+        active: true,
+    };
+    if !state
+        .db
+        .reserve_user(&row, system)
+        .await
+        .map_err(|e| failed("cannot reserve the user", e))?
+    {
+        return Ok(None);
+    }
+    let new = input::NewUser {
+        user_id: Some(id),
+        name: name.to_string(),
+        email: email.to_string(),
+        role: role.to_string(),
+        department_id: None,
+    };
+    if let Err(e) = state.helpdesk.create_user(&Actor::system(), new).await {
+        let _ = state.db.unreserve_user(id).await;
+        return Err(failed(&format!("cannot create {email}"), e));
+    }
+    refresh_user(state, id)
+        .await
+        .map_err(|e| failed("cannot list the user", e))?;
+    Ok(Some(id))
+}
+
+/// Create the system account and the first admin when there are no users.
+pub async fn run(state: &AppState, settings: &BootstrapSettings) -> Result<(), StartupError> {
+    let users = state
+        .db
+        .count_users()
+        .await
+        .map_err(|e| failed("cannot count users", e))?;
+    if users > 0 {
+        return Ok(());
+    }
+    create(state, "ledgerdesk system", SYSTEM_EMAIL, "auditor", true).await?;
+    let (password, generated) = match &settings.admin_password {
+        Some(p) => (p.expose().to_string(), false),
+        None => (generated_password(), true),
+    };
+    let Some(admin) = create(
+        state,
+        "Administrator",
+        &settings.admin_email,
+        "admin",
+        false,
+    )
+    .await?
+    else {
+        return Ok(());
+    };
+    let passwords = state.passwords.clone();
+    let secret = password.clone();
+    let hash = tokio::task::spawn_blocking(move || passwords.hash(&secret))
+        .await
+        .map_err(|e| failed("cannot hash the password", e))?
+        .map_err(|e| failed("cannot hash the password", e))?;
+    state
+        .db
+        .set_password(admin, &hash)
+        .await
+        .map_err(|e| failed("cannot store the password", e))?;
+    if generated {
+        tracing::warn!(
+            email = %settings.admin_email,
+            password = %password,
+            "created the first admin with a generated password; it is shown only this once: log in and change it"
+        );
+    } else {
+        tracing::info!(email = %settings.admin_email, "created the first admin");
+    }
+    Ok(())
+}

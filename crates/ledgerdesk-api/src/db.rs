@@ -1,0 +1,564 @@
+//! The API's own tables (migration `0010_api.sql`): users and departments
+//! lists, credentials, sessions, idempotency records and uploaded files.
+//! The SQL is the same on both backends (`$n` placeholders, `ON CONFLICT`,
+//! integer seconds); [`on_pool!`] runs it on whichever pool the store has.
+
+use ledgerdesk_store::DbPool;
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// Run `$body` with `$p` bound to the concrete pool of either backend.
+macro_rules! on_pool {
+    ($pool:expr, |$p:ident| $body:expr) => {
+        match $pool {
+            DbPool::Sqlite($p) => $body,
+            DbPool::Postgres($p) => $body,
+        }
+    };
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// The API tables on the store's pool.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: DbPool,
+}
+
+/// A user as the list shows it.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+pub struct UserRow {
+    /// The user id.
+    pub id: Uuid,
+    /// Login email (lowercase).
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// `agent`, `admin` or `auditor`.
+    pub role: String,
+    /// Home department.
+    pub department_id: Option<Uuid>,
+    /// Whether the user may log in and act.
+    pub active: bool,
+}
+
+type UserTuple = (String, String, String, String, Option<String>, bool);
+
+fn user_row(t: UserTuple) -> UserRow {
+    UserRow {
+        id: parse_uuid(&t.0),
+        email: t.1,
+        name: t.2,
+        role: t.3,
+        department_id: t.4.as_deref().map(parse_uuid),
+        active: t.5,
+    }
+}
+
+fn parse_uuid(s: &str) -> Uuid {
+    Uuid::parse_str(s).unwrap_or_default()
+}
+
+/// A department as the list shows it.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+pub struct DepartmentRow {
+    /// The department id.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Whether it takes tickets.
+    pub active: bool,
+}
+
+/// What a bearer token stands for.
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    /// The user.
+    pub user_id: Uuid,
+    /// Their role now.
+    pub role: String,
+    /// Whether the account is active.
+    pub active: bool,
+    /// When the token expires (seconds since the epoch).
+    pub expires_at: i64,
+}
+
+/// A login candidate.
+#[derive(Debug, Clone)]
+pub struct LoginRow {
+    /// The user.
+    pub user_id: Uuid,
+    /// The Argon2id PHC string.
+    pub password_hash: String,
+    /// Whether the account is active.
+    pub active: bool,
+}
+
+/// A stored response for an idempotency key.
+#[derive(Debug, Clone)]
+pub struct StoredResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers to replay (name, value).
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: String,
+}
+
+/// What an `Idempotency-Key` found.
+#[derive(Debug)]
+pub enum Idempotency {
+    /// First use: the request runs.
+    Started,
+    /// Seen with the same request: here is the first response.
+    Replay(StoredResponse),
+    /// The first request with this key is still running.
+    InFlight,
+    /// Seen with a different request.
+    Mismatch,
+}
+
+/// An uploaded file's index entry.
+#[derive(Debug, Clone)]
+pub struct FileRow {
+    /// Size in bytes.
+    pub size: i64,
+    /// Media type given at upload.
+    pub content_type: String,
+}
+
+const USER_COLUMNS: &str = "user_id, email, name, role, department_id, active";
+
+impl Db {
+    /// On the store's pool.
+    pub fn new(pool: DbPool) -> Self {
+        Self { pool }
+    }
+
+    /// Users that are not the system account, by email.
+    pub async fn count_users(&self) -> Result<i64, sqlx::Error> {
+        let (n,): (i64,) = on_pool!(&self.pool, |p| {
+            sqlx::query_as("SELECT COUNT(*) FROM api_users")
+                .fetch_one(p)
+                .await?
+        });
+        Ok(n)
+    }
+
+    /// Reserve a user row (before the event is written; removed again if the
+    /// command is refused). False if the email is taken.
+    pub async fn reserve_user(&self, row: &UserRow, system: bool) -> Result<bool, sqlx::Error> {
+        let sql = "INSERT INTO api_users (user_id, email, name, role, department_id, active, system, created_at) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING";
+        let id = row.id.to_string();
+        let dept = row.department_id.map(|d| d.to_string());
+        let done = on_pool!(&self.pool, |p| {
+            sqlx::query(sql)
+                .bind(&id)
+                .bind(&row.email)
+                .bind(&row.name)
+                .bind(&row.role)
+                .bind(&dept)
+                .bind(row.active)
+                .bind(system)
+                .bind(now())
+                .execute(p)
+                .await?
+                .rows_affected()
+        });
+        Ok(done == 1)
+    }
+
+    /// Remove a reserved user whose creation was refused.
+    pub async fn unreserve_user(&self, id: Uuid) -> Result<(), sqlx::Error> {
+        let id = id.to_string();
+        on_pool!(&self.pool, |p| {
+            sqlx::query("DELETE FROM api_credentials WHERE user_id = $1")
+                .bind(&id)
+                .execute(p)
+                .await?;
+            sqlx::query("DELETE FROM api_users WHERE user_id = $1")
+                .bind(&id)
+                .execute(p)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Refresh a user's row from its stream.
+    pub async fn update_user(&self, row: &UserRow) -> Result<(), sqlx::Error> {
+        let sql = "UPDATE api_users SET name = $2, role = $3, department_id = $4, active = $5 WHERE user_id = $1";
+        let id = row.id.to_string();
+        let dept = row.department_id.map(|d| d.to_string());
+        on_pool!(&self.pool, |p| {
+            sqlx::query(sql)
+                .bind(&id)
+                .bind(&row.name)
+                .bind(&row.role)
+                .bind(&dept)
+                .bind(row.active)
+                .execute(p)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Users by email, without the system account.
+    pub async fn list_users(&self, limit: i64, offset: i64) -> Result<Vec<UserRow>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM api_users WHERE system = FALSE ORDER BY email LIMIT $1 OFFSET $2"
+        );
+        let rows: Vec<UserTuple> = on_pool!(&self.pool, |p| {
+            sqlx::query_as(&sql)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(p)
+                .await?
+        });
+        Ok(rows.into_iter().map(user_row).collect())
+    }
+
+    /// One user's row.
+    pub async fn user(&self, id: Uuid) -> Result<Option<UserRow>, sqlx::Error> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM api_users WHERE user_id = $1");
+        let id = id.to_string();
+        let row: Option<UserTuple> = on_pool!(&self.pool, |p| {
+            sqlx::query_as(&sql).bind(&id).fetch_optional(p).await?
+        });
+        Ok(row.map(user_row))
+    }
+
+    /// The system account that records what happens to unknown accounts.
+    pub async fn system_user(&self) -> Result<Option<Uuid>, sqlx::Error> {
+        let row: Option<(String,)> = on_pool!(&self.pool, |p| {
+            sqlx::query_as("SELECT user_id FROM api_users WHERE system = TRUE LIMIT 1")
+                .fetch_optional(p)
+                .await?
+        });
+        Ok(row.map(|(id,)| parse_uuid(&id)))
+    }
+
+    /// Set (or replace) a password hash.
+    pub async fn set_password(&self, user_id: Uuid, hash: &str) -> Result<(), sqlx::Error> {
+        let sql = "INSERT INTO api_credentials (user_id, password_hash, updated_at) VALUES ($1, $2, $3) \
+                   ON CONFLICT (user_id) DO UPDATE SET password_hash = excluded.password_hash, updated_at = excluded.updated_at";
+        let id = user_id.to_string();
+        on_pool!(&self.pool, |p| {
+            sqlx::query(sql)
+                .bind(&id)
+                .bind(hash)
+                .bind(now())
+                .execute(p)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// The credentials of a (normalised) email, if it has any.
+    pub async fn login(&self, email: &str) -> Result<Option<LoginRow>, sqlx::Error> {
+        let sql = "SELECT u.user_id, c.password_hash, u.active FROM api_users u \
+                   JOIN api_credentials c ON c.user_id = u.user_id WHERE u.email = $1";
+        let row: Option<(String, String, bool)> = on_pool!(&self.pool, |p| {
+            sqlx::query_as(sql).bind(email).fetch_optional(p).await?
+        });
+        Ok(row.map(|(id, password_hash, active)| LoginRow {
+            user_id: parse_uuid(&id),
+            password_hash,
+            active,
+        }))
+    }
+
+    /// The user id of an email, with or without credentials.
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<Uuid>, sqlx::Error> {
+        let row: Option<(String,)> = on_pool!(&self.pool, |p| {
+            sqlx::query_as("SELECT user_id FROM api_users WHERE email = $1 AND system = FALSE")
+                .bind(email)
+                .fetch_optional(p)
+                .await?
+        });
+        Ok(row.map(|(id,)| parse_uuid(&id)))
+    }
+
+    /// Open a session.
+    pub async fn create_session(
+        &self,
+        token_hash: &str,
+        user_id: Uuid,
+        expires_at: i64,
+    ) -> Result<(), sqlx::Error> {
+        let sql = "INSERT INTO api_sessions (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)";
+        let id = user_id.to_string();
+        on_pool!(&self.pool, |p| {
+            sqlx::query(sql)
+                .bind(token_hash)
+                .bind(&id)
+                .bind(now())
+                .bind(expires_at)
+                .execute(p)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// The live session of a token hash: not revoked, not expired.
+    pub async fn session(&self, token_hash: &str) -> Result<Option<SessionRow>, sqlx::Error> {
+        let sql = "SELECT s.user_id, u.role, u.active, s.expires_at FROM api_sessions s \
+                   JOIN api_users u ON u.user_id = s.user_id \
+                   WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > $2";
+        let row: Option<(String, String, bool, i64)> = on_pool!(&self.pool, |p| {
+            sqlx::query_as(sql)
+                .bind(token_hash)
+                .bind(now())
+                .fetch_optional(p)
+                .await?
+        });
+        Ok(row.map(|(id, role, active, expires_at)| SessionRow {
+            user_id: parse_uuid(&id),
+            role,
+            active,
+            expires_at,
+        }))
+    }
+
+    /// Revoke one session.
+    pub async fn revoke_session(&self, token_hash: &str) -> Result<(), sqlx::Error> {
+        on_pool!(&self.pool, |p| {
+            sqlx::query("UPDATE api_sessions SET revoked_at = $2 WHERE token_hash = $1")
+                .bind(token_hash)
+                .bind(now())
+                .execute(p)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Revoke every session of a user (deactivation, password change) but
+    /// the one with `keep` (the caller's own, when they change themselves).
+    pub async fn revoke_sessions_of(&self, user_id: Uuid, keep: &str) -> Result<(), sqlx::Error> {
+        let id = user_id.to_string();
+        on_pool!(&self.pool, |p| {
+            sqlx::query(
+                "UPDATE api_sessions SET revoked_at = $2 \
+                 WHERE user_id = $1 AND revoked_at IS NULL AND token_hash <> $3",
+            )
+            .bind(&id)
+            .bind(now())
+            .bind(keep)
+            .execute(p)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Add a department to the list.
+    pub async fn insert_department(&self, row: &DepartmentRow) -> Result<(), sqlx::Error> {
+        let sql = "INSERT INTO api_departments (department_id, name, active, created_at) VALUES ($1, $2, $3, $4) \
+                   ON CONFLICT (department_id) DO UPDATE SET name = excluded.name, active = excluded.active";
+        let id = row.id.to_string();
+        on_pool!(&self.pool, |p| {
+            sqlx::query(sql)
+                .bind(&id)
+                .bind(&row.name)
+                .bind(row.active)
+                .bind(now())
+                .execute(p)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Departments by name.
+    pub async fn list_departments(
+        &self,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<DepartmentRow>, sqlx::Error> {
+        let sql = "SELECT department_id, name, active FROM api_departments ORDER BY name, department_id LIMIT $1 OFFSET $2";
+        let rows: Vec<(String, String, bool)> = on_pool!(&self.pool, |p| {
+            sqlx::query_as(sql)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(p)
+                .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(id, name, active)| DepartmentRow {
+                id: parse_uuid(&id),
+                name,
+                active,
+            })
+            .collect())
+    }
+
+    /// Claim `(user, key)` for a request, or say what the key already holds.
+    /// A claim older than `stale_after` seconds without a response (a crash
+    /// mid-request) is taken over.
+    pub async fn begin_idempotent(
+        &self,
+        user_id: Uuid,
+        key: &str,
+        request_hash: &str,
+        stale_after: i64,
+    ) -> Result<Idempotency, sqlx::Error> {
+        let id = user_id.to_string();
+        let now = now();
+        let inserted = on_pool!(&self.pool, |p| {
+            sqlx::query(
+                "INSERT INTO api_idempotency (user_id, idem_key, request_hash, created_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            )
+            .bind(&id)
+            .bind(key)
+            .bind(request_hash)
+            .bind(now)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        if inserted == 1 {
+            return Ok(Idempotency::Started);
+        }
+        let row: Option<StoredTuple> = on_pool!(&self.pool, |p| {
+            sqlx::query_as(
+                "SELECT request_hash, status, headers, body, created_at FROM api_idempotency \
+                 WHERE user_id = $1 AND idem_key = $2",
+            )
+            .bind(&id)
+            .bind(key)
+            .fetch_optional(p)
+            .await?
+        });
+        let Some((hash, status, headers, body, created_at)) = row else {
+            // Purged in between: try once more as a first use.
+            return Box::pin(self.begin_idempotent(user_id, key, request_hash, stale_after)).await;
+        };
+        if hash != request_hash {
+            return Ok(Idempotency::Mismatch);
+        }
+        match status {
+            Some(status) => Ok(Idempotency::Replay(StoredResponse {
+                status: u16::try_from(status).unwrap_or(200),
+                headers: headers
+                    .and_then(|h| serde_json::from_str(&h).ok())
+                    .unwrap_or_default(),
+                body: body.unwrap_or_default(),
+            })),
+            None if now - created_at > stale_after => {
+                let taken = on_pool!(&self.pool, |p| {
+                    sqlx::query(
+                        "UPDATE api_idempotency SET created_at = $3 \
+                         WHERE user_id = $1 AND idem_key = $2 AND status IS NULL AND created_at = $4",
+                    )
+                    .bind(&id)
+                    .bind(key)
+                    .bind(now)
+                    .bind(created_at)
+                    .execute(p)
+                    .await?
+                    .rows_affected()
+                });
+                Ok(if taken == 1 {
+                    Idempotency::Started
+                } else {
+                    Idempotency::InFlight
+                })
+            }
+            None => Ok(Idempotency::InFlight),
+        }
+    }
+
+    /// Keep the first response for the key.
+    pub async fn complete_idempotent(
+        &self,
+        user_id: Uuid,
+        key: &str,
+        response: &StoredResponse,
+    ) -> Result<(), sqlx::Error> {
+        let id = user_id.to_string();
+        let headers = serde_json::to_string(&response.headers).unwrap_or_else(|_| "[]".into());
+        on_pool!(&self.pool, |p| {
+            sqlx::query(
+                "UPDATE api_idempotency SET status = $3, headers = $4, body = $5 \
+                 WHERE user_id = $1 AND idem_key = $2",
+            )
+            .bind(&id)
+            .bind(key)
+            .bind(i64::from(response.status))
+            .bind(&headers)
+            .bind(&response.body)
+            .execute(p)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Release a key whose request failed (it wrote nothing; it may be sent again).
+    pub async fn abandon_idempotent(&self, user_id: Uuid, key: &str) -> Result<(), sqlx::Error> {
+        let id = user_id.to_string();
+        on_pool!(&self.pool, |p| {
+            sqlx::query(
+                "DELETE FROM api_idempotency WHERE user_id = $1 AND idem_key = $2 AND status IS NULL",
+            )
+            .bind(&id)
+            .bind(key)
+            .execute(p)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Forget idempotency records and sessions older than `before` (seconds).
+    pub async fn purge(&self, idempotency_before: i64) -> Result<(), sqlx::Error> {
+        on_pool!(&self.pool, |p| {
+            sqlx::query("DELETE FROM api_idempotency WHERE created_at < $1")
+                .bind(idempotency_before)
+                .execute(p)
+                .await?;
+            sqlx::query("DELETE FROM api_sessions WHERE expires_at < $1")
+                .bind(now())
+                .execute(p)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Index an uploaded file (a second upload of the same bytes keeps the first entry).
+    pub async fn insert_file(
+        &self,
+        sha256: &str,
+        size: i64,
+        content_type: &str,
+    ) -> Result<(), sqlx::Error> {
+        on_pool!(&self.pool, |p| {
+            sqlx::query(
+                "INSERT INTO api_files (sha256, size, content_type, created_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (sha256) DO NOTHING",
+            )
+            .bind(sha256)
+            .bind(size)
+            .bind(content_type)
+            .bind(now())
+            .execute(p)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// A file's index entry.
+    pub async fn file(&self, sha256: &str) -> Result<Option<FileRow>, sqlx::Error> {
+        let row: Option<(i64, String)> = on_pool!(&self.pool, |p| {
+            sqlx::query_as("SELECT size, content_type FROM api_files WHERE sha256 = $1")
+                .bind(sha256)
+                .fetch_optional(p)
+                .await?
+        });
+        Ok(row.map(|(size, content_type)| FileRow { size, content_type }))
+    }
+}
+
+type StoredTuple = (String, Option<i64>, Option<String>, Option<String>, i64);

@@ -1,0 +1,312 @@
+//! [`ApiError`]: the one error every handler and middleware returns, sent as
+//! `application/problem+json` (RFC 9457). Its single `status_code` match is
+//! the whole mapping from failure to HTTP status; causes of 500s are logged
+//! with `tracing` and never sent.
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use ledgerdesk_app::AppError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The base of every problem `type`; the code follows, with `-` for `_`.
+pub const PROBLEM_BASE: &str = "https://ledgerdesk.dev/problems/";
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed or mistyped input that never reached the domain. 400.
+    #[error("{detail}")]
+    BadRequest {
+        /// Stable code, e.g. `malformed_json`.
+        code: &'static str,
+        /// The offending field (a dotted path), when there is one.
+        field: Option<String>,
+        /// What is wrong.
+        detail: String,
+    },
+    /// No valid token. 401.
+    #[error("{detail}")]
+    Unauthorized {
+        /// What is wrong.
+        detail: &'static str,
+    },
+    /// Authenticated, but the role may not do this. 403.
+    #[error("{detail}")]
+    Forbidden {
+        /// What is refused.
+        detail: String,
+    },
+    /// The addressed thing or route does not exist. 404.
+    #[error("{detail}")]
+    NotFound {
+        /// Stable code, e.g. `ticket_not_found`.
+        code: &'static str,
+        /// What was not found.
+        detail: String,
+    },
+    /// The route exists but not with this method. 405.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The request conflicts with another one or with existing data. 409.
+    #[error("{detail}")]
+    Conflict {
+        /// Stable code, e.g. `email_taken`.
+        code: &'static str,
+        /// What conflicts.
+        detail: String,
+    },
+    /// `If-Match` names a version the stream is no longer at. 412.
+    #[error("the stream is at version {current}, not the one in If-Match")]
+    PreconditionFailed {
+        /// The stream's version now.
+        current: u64,
+    },
+    /// The body is larger than allowed. 413.
+    #[error("the request body is larger than {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The body is not in a media type this endpoint reads. 415.
+    #[error("{detail}")]
+    UnsupportedMediaType {
+        /// What was expected.
+        detail: String,
+    },
+    /// Well-formed input a business rule refused. 422.
+    #[error("{detail}")]
+    Unprocessable {
+        /// Stable code, e.g. `ticket_closed` (the domain's).
+        code: &'static str,
+        /// The offending field.
+        field: Option<String>,
+        /// Why.
+        detail: String,
+    },
+    /// Too many failed logins; retry later. 429.
+    #[error("too many failed logins; retry in {retry_after} seconds")]
+    TooManyRequests {
+        /// Seconds until an attempt is considered again.
+        retry_after: u64,
+    },
+    /// Our failure: logged, never described to the client. 500.
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// An RFC 9457 problem document, as sent with every error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// Stable URI of the problem type, e.g.
+    /// `https://ledgerdesk.dev/problems/ticket-closed`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// Short summary of the problem type.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What went wrong in this occurrence.
+    pub detail: String,
+    /// The machine code the `type` ends with (`ticket_closed`).
+    pub code: String,
+    /// The offending input field, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    /// An internal failure with its cause (logged when answered).
+    pub fn internal(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        ApiError::Internal(e.into())
+    }
+
+    /// A 400 naming a field.
+    pub fn bad_field(field: &str, detail: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            code: "invalid_input",
+            field: Some(field.to_string()),
+            detail: detail.into(),
+        }
+    }
+
+    /// A 422 naming a field.
+    pub fn unprocessable(code: &'static str, field: &str, detail: impl Into<String>) -> Self {
+        ApiError::Unprocessable {
+            code,
+            field: Some(field.to_string()),
+            detail: detail.into(),
+        }
+    }
+
+    /// The stable machine code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { code, .. }
+            | ApiError::NotFound { code, .. }
+            | ApiError::Conflict { code, .. }
+            | ApiError::Unprocessable { code, .. } => code,
+            ApiError::Unauthorized { .. } => "unauthorized",
+            ApiError::Forbidden { .. } => "forbidden",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::PreconditionFailed { .. } => "precondition_failed",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::UnsupportedMediaType { .. } => "unsupported_media_type",
+            ApiError::TooManyRequests { .. } => "too_many_requests",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    fn field(&self) -> Option<String> {
+        match self {
+            ApiError::BadRequest { field, .. } | ApiError::Unprocessable { field, .. } => {
+                field.clone()
+            }
+            _ => None,
+        }
+    }
+
+    /// The problem document for this error.
+    pub fn problem(&self) -> Problem {
+        let code = self.code();
+        Problem {
+            type_: format!("{PROBLEM_BASE}{}", code.replace('_', "-")),
+            title: title(code),
+            status: self.status_code().as_u16(),
+            detail: self.to_string(),
+            code: code.to_string(),
+            field: self.field(),
+        }
+    }
+}
+
+/// `ticket_closed` → `Ticket closed`: the same for every occurrence of a type.
+fn title(code: &str) -> String {
+    let words = code.replace('_', " ");
+    let mut chars = words.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let ApiError::Internal(cause) = self {
+            tracing::error!(error = %error_chain(cause.as_ref()), "request failed");
+        }
+        let mut response = HttpResponse::build(self.status_code());
+        response.insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        ));
+        match self {
+            ApiError::Unauthorized { .. } => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            ApiError::TooManyRequests { retry_after } => {
+                response.insert_header((header::RETRY_AFTER, retry_after.to_string()));
+            }
+            _ => {}
+        }
+        let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
+        response.body(body)
+    }
+}
+
+/// `error: cause: cause …`, for the log.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
+        match e {
+            AppError::Rejected(refusal) => ApiError::Unprocessable {
+                code: refusal.code,
+                field: refusal.field.map(str::to_string),
+                detail: refusal.message,
+            },
+            AppError::NotFound { .. } => ApiError::NotFound {
+                code: e.code(),
+                detail: e.to_string(),
+            },
+            AppError::Conflict { .. } => ApiError::Conflict {
+                code: "conflict",
+                detail: "the resource kept changing; send the request again".into(),
+            },
+            AppError::PreconditionFailed { current } => ApiError::PreconditionFailed { current },
+            AppError::Invalid { field, message } => ApiError::BadRequest {
+                code: "invalid_input",
+                field: Some(field.to_string()),
+                detail: message,
+            },
+            AppError::Store(e) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+impl From<ledgerdesk_store::StoreError> for ApiError {
+    fn from(e: ledgerdesk_store::StoreError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ledgerdesk_app::DomainRefusal;
+
+    #[test]
+    fn refusals_keep_code_and_field_and_become_422() {
+        let e = ApiError::from(AppError::Rejected(DomainRefusal {
+            code: "ticket_closed",
+            field: Some("status"),
+            message: "ticket is closed".into(),
+        }));
+        assert_eq!(e.status_code(), StatusCode::UNPROCESSABLE_ENTITY);
+        let p = e.problem();
+        assert_eq!(p.type_, "https://ledgerdesk.dev/problems/ticket-closed");
+        assert_eq!(p.title, "Ticket closed");
+        assert_eq!(p.field.as_deref(), Some("status"));
+    }
+
+    #[test]
+    fn internal_errors_say_nothing_of_their_cause() {
+        let e = ApiError::internal("password=hunter2 in SQL");
+        let p = e.problem();
+        assert_eq!(p.status, 500);
+        assert!(!p.detail.contains("hunter2"));
+    }
+}

@@ -1,0 +1,311 @@
+//! Extractors: a JSON body whose errors name the field, the request
+//! context every command needs ([`Cx`]: caller, actor, `If-Match`), and the
+//! handlers for actix's own extractor errors, so they are problem+json too.
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::web::{self, BytesMut};
+use actix_web::{FromRequest, HttpMessage, HttpRequest};
+use futures::future::LocalBoxFuture;
+use futures::StreamExt;
+use ledgerdesk_app::Actor;
+use serde::de::DeserializeOwned;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The request id, from `X-Request-Id` or generated; set by the outermost
+/// middleware and stored as the events' correlation id.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// A JSON body (`application/json` or `…+json`). Malformed JSON and wrong
+/// types are 400 naming the field (`requester.email`), a body over
+/// `http.max_json_bytes` is 413, another media type 415.
+#[derive(Debug)]
+pub struct Json<T>(pub T);
+
+fn is_json(req: &HttpRequest) -> bool {
+    let Some(ct) = req.headers().get(header::CONTENT_TYPE) else {
+        return false;
+    };
+    let Ok(ct) = ct.to_str() else { return false };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let limit = req
+            .app_data::<web::Data<AppState>>()
+            .map_or(65_536, |s| s.max_json_bytes);
+        let json = is_json(req);
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let mut payload = payload.take();
+        Box::pin(async move {
+            if !json {
+                return Err(ApiError::UnsupportedMediaType {
+                    detail: "send the body as application/json".into(),
+                });
+            }
+            if declared.is_some_and(|n| n > limit) {
+                return Err(ApiError::PayloadTooLarge {
+                    limit: limit as u64,
+                });
+            }
+            let mut body = BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|_| ApiError::BadRequest {
+                    code: "unreadable_body",
+                    field: None,
+                    detail: "the request body could not be read".into(),
+                })?;
+                if body.len() + chunk.len() > limit {
+                    return Err(ApiError::PayloadTooLarge {
+                        limit: limit as u64,
+                    });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            parse_json(&body).map(Json)
+        })
+    }
+}
+
+/// Deserialize, naming the offending field on failure.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de);
+    if value.is_ok() {
+        de.end().map_err(|e| ApiError::BadRequest {
+            code: "malformed_json",
+            field: None,
+            detail: format!("the body is not valid JSON: {e}"),
+        })?;
+    }
+    value.map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.to_string();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::BadRequest {
+                code: "malformed_json",
+                field: None,
+                detail: format!("the body is not valid JSON: {message}"),
+            };
+        }
+        // "missing field `x`" names the field in the message, one level
+        // below the path (an unknown field is already in the path).
+        let named = message
+            .split('`')
+            .nth(1)
+            .filter(|_| message.starts_with("missing field"));
+        let field = match (path.as_str(), named) {
+            (".", Some(name)) => Some(name.to_string()),
+            (".", None) => None,
+            (p, Some(name)) => Some(format!("{p}.{name}")),
+            (p, None) => Some(p.to_string()),
+        };
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_string();
+        ApiError::BadRequest {
+            code: "invalid_field",
+            field,
+            detail: message,
+        }
+    })
+}
+
+/// What a command handler needs besides its body: who calls, the actor for
+/// the events' metadata and the `If-Match` version.
+#[derive(Debug, Clone)]
+pub struct Cx {
+    /// The authenticated caller.
+    pub caller: Caller,
+    /// The caller as the events' actor, with IP, user agent and request id.
+    pub actor: Actor,
+    /// `If-Match`, when sent.
+    pub if_match: Option<u64>,
+}
+
+/// The actor for a request, acting as `user` (or the system when `None`).
+pub fn actor_of(req: &HttpRequest, user: Option<uuid::Uuid>) -> Actor {
+    let mut actor = match user {
+        Some(id) => Actor::agent(id),
+        None => Actor::system(),
+    };
+    if let Some(addr) = req.peer_addr() {
+        actor = actor.with_ip(addr.ip().to_string());
+    }
+    if let Some(ua) = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    {
+        actor = actor.with_user_agent(ua.chars().take(512).collect::<String>());
+    }
+    if let Some(id) = req.extensions().get::<RequestId>() {
+        actor = actor.with_correlation_id(id.0.clone());
+    }
+    actor
+}
+
+/// `If-Match: "3"` (or `3`, `W/"3"`) → 3; `*` → none.
+pub fn if_match(req: &HttpRequest) -> Result<Option<u64>, ApiError> {
+    let Some(value) = req.headers().get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let bad = || ApiError::bad_field("If-Match", "If-Match must be one version, e.g. \"3\"");
+    let text = value.to_str().map_err(|_| bad())?.trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    let text = text.strip_prefix("W/").unwrap_or(text);
+    let text = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text);
+    text.parse::<u64>().map(Some).map_err(|_| bad())
+}
+
+impl FromRequest for Cx {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready((|| {
+            let caller =
+                req.extensions()
+                    .get::<Caller>()
+                    .cloned()
+                    .ok_or(ApiError::Unauthorized {
+                        detail: "a valid bearer token is required",
+                    })?;
+            Ok(Cx {
+                actor: actor_of(req, Some(caller.user_id)),
+                if_match: if_match(req)?,
+                caller,
+            })
+        })())
+    }
+}
+
+/// actix's path extractor errors → 400 problem naming the parameter.
+pub fn path_error(err: actix_web::error::PathError, req: &HttpRequest) -> actix_web::Error {
+    let param = req
+        .match_pattern()
+        .and_then(|p| {
+            p.split('{')
+                .nth(1)
+                .and_then(|s| s.split('}').next())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "path".to_string());
+    ApiError::BadRequest {
+        code: "invalid_path_parameter",
+        field: Some(param),
+        detail: err.to_string(),
+    }
+    .into()
+}
+
+/// actix's query extractor errors → 400 problem.
+pub fn query_error(err: actix_web::error::QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::BadRequest {
+        code: "invalid_query",
+        field: None,
+        detail: err.to_string(),
+    }
+    .into()
+}
+
+/// actix's JSON extractor errors → problem (400, 413 or 415).
+pub fn json_error(err: actix_web::error::JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+    use actix_web::error::JsonPayloadError as E;
+    match err {
+        E::OverflowKnownLength { limit, .. } | E::Overflow { limit } => ApiError::PayloadTooLarge {
+            limit: limit as u64,
+        },
+        E::ContentType => ApiError::UnsupportedMediaType {
+            detail: "send the body as application/json".into(),
+        },
+        other => ApiError::BadRequest {
+            code: "malformed_json",
+            field: None,
+            detail: other.to_string(),
+        },
+    }
+    .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        subject: String,
+        requester: Inner,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Inner {
+        email: String,
+    }
+
+    fn field_of(body: &str) -> (String, Option<String>) {
+        match parse_json::<Outer>(body.as_bytes()) {
+            Err(e) => {
+                let p = e.problem();
+                (p.code, p.field)
+            }
+            Ok(_) => panic!("accepted {body}"),
+        }
+    }
+
+    #[test]
+    fn json_errors_name_the_field() {
+        assert_eq!(field_of("{"), ("malformed_json".into(), None));
+        assert_eq!(
+            field_of(r#"{"requester": {"email": "a@b"}}"#),
+            ("invalid_field".into(), Some("subject".into()))
+        );
+        assert_eq!(
+            field_of(r#"{"subject": "x", "requester": {"email": 3}}"#),
+            ("invalid_field".into(), Some("requester.email".into()))
+        );
+        assert_eq!(
+            field_of(r#"{"subject": "x", "requester": {}}"#),
+            ("invalid_field".into(), Some("requester.email".into()))
+        );
+        assert_eq!(
+            field_of(r#"{"subject": "x", "requester": {"email": "a"}, "extra": 1}"#),
+            ("invalid_field".into(), Some("extra".into()))
+        );
+        assert_eq!(
+            field_of(r#"{"subject": "x", "requester": {"email": "a"}} trailing"#).0,
+            "malformed_json"
+        );
+    }
+}

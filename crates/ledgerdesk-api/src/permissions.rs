@@ -1,0 +1,135 @@
+//! THE permission table: every route, and who may call it. The permission
+//! middleware looks each request up here by method and route pattern; the
+//! OpenAPI document takes its security requirements and role notes from
+//! here; `docs/api.md` copies it; the tests walk it endpoint by endpoint.
+//! A route missing from the table is refused (403) even with a valid
+//! token, so forgetting an entry fails closed.
+
+use crate::auth::Role;
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, without a token.
+    Public,
+    /// A valid token of one of these roles.
+    Roles(&'static [Role]),
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, Copy)]
+pub struct Permission {
+    /// HTTP method.
+    pub method: &'static str,
+    /// The route pattern, as registered.
+    pub path: &'static str,
+    /// Who may call it.
+    pub access: Access,
+}
+
+const ALL: Access = Access::Roles(&[Role::Agent, Role::Admin, Role::Auditor]);
+const STAFF: Access = Access::Roles(&[Role::Agent, Role::Admin]);
+const ADMIN: Access = Access::Roles(&[Role::Admin]);
+const READERS: Access = Access::Roles(&[Role::Admin, Role::Auditor]);
+const PUBLIC: Access = Access::Public;
+
+const fn p(method: &'static str, path: &'static str, access: Access) -> Permission {
+    Permission {
+        method,
+        path,
+        access,
+    }
+}
+
+/// Route → allowed roles.
+pub const PERMISSIONS: &[Permission] = &[
+    p("GET", "/healthz", PUBLIC),
+    p("GET", "/readyz", PUBLIC),
+    p("GET", "/metrics", PUBLIC),
+    p("GET", "/openapi.json", PUBLIC),
+    p("POST", "/api/v1/auth/login", PUBLIC),
+    p("POST", "/api/v1/auth/logout", ALL),
+    p("GET", "/api/v1/me", ALL),
+    p("POST", "/api/v1/users", ADMIN),
+    p("GET", "/api/v1/users", ALL),
+    p("GET", "/api/v1/users/{id}", ALL),
+    p("PATCH", "/api/v1/users/{id}", ADMIN),
+    p("PUT", "/api/v1/users/{id}/state", STAFF),
+    p("POST", "/api/v1/departments", ADMIN),
+    p("GET", "/api/v1/departments", ALL),
+    p("POST", "/api/v1/tickets", STAFF),
+    p("GET", "/api/v1/tickets/{id}", ALL),
+    p("POST", "/api/v1/tickets/{id}/messages", STAFF),
+    p("POST", "/api/v1/tickets/{id}/notes", STAFF),
+    p("POST", "/api/v1/tickets/{id}/files", STAFF),
+    p("POST", "/api/v1/tickets/{id}/status", STAFF),
+    p("POST", "/api/v1/tickets/{id}/priority", STAFF),
+    p("POST", "/api/v1/tickets/{id}/transfer", STAFF),
+    p("POST", "/api/v1/tickets/{id}/tags", STAFF),
+    p("POST", "/api/v1/tickets/{id}/ranking", STAFF),
+    p("POST", "/api/v1/tickets/{id}/split", STAFF),
+    p("POST", "/api/v1/tickets/{id}/merge", STAFF),
+    p("POST", "/api/v1/tickets/{id}/forward", STAFF),
+    p("POST", "/api/v1/tickets/{id}/calls", STAFF),
+    p("POST", "/api/v1/tickets/{id}/voice-messages", STAFF),
+    p("POST", "/api/v1/tickets/{id}/chat", STAFF),
+    p("POST", "/api/v1/tickets/{id}/views", STAFF),
+    p("DELETE", "/api/v1/tickets/{id}/views", STAFF),
+    p("POST", "/api/v1/tickets/{id}/system-messages", ADMIN),
+    p("GET", "/api/v1/files/{sha256}", ALL),
+    p("POST", "/api/v1/activity", STAFF),
+    p("GET", "/api/v1/settings", READERS),
+    p("PUT", "/api/v1/settings/{key}", ADMIN),
+];
+
+/// The row for a method and route pattern.
+pub fn lookup(method: &str, path: &str) -> Option<&'static Permission> {
+    PERMISSIONS
+        .iter()
+        .find(|p| p.method == method && p.path == path)
+}
+
+impl Access {
+    /// Whether `role` may call.
+    pub fn allows(self, role: Role) -> bool {
+        match self {
+            Access::Public => true,
+            Access::Roles(roles) => roles.contains(&role),
+        }
+    }
+
+    /// `agent, admin` or `public`, for documents.
+    pub fn describe(self) -> String {
+        match self {
+            Access::Public => "public (no token)".to_string(),
+            Access::Roles(roles) => roles
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn each_route_appears_once() {
+        let mut seen = HashSet::new();
+        for p in PERMISSIONS {
+            assert!(seen.insert((p.method, p.path)), "{} {}", p.method, p.path);
+        }
+    }
+
+    #[test]
+    fn auditors_change_nothing() {
+        for p in PERMISSIONS {
+            if p.method != "GET" && p.access != PUBLIC && p.path != "/api/v1/auth/logout" {
+                assert!(!p.access.allows(Role::Auditor), "{} {}", p.method, p.path);
+            }
+        }
+    }
+}

@@ -1,0 +1,410 @@
+//! Users: created and changed by admins, listed from the `api_users` table
+//! (refreshed from the user stream after every command), read one by one
+//! from the stream itself.
+
+use actix_web::http::header;
+use actix_web::{web, HttpResponse};
+use ledgerdesk_app::input;
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::auth::{normalise_email, Role, PASSWORD_MAX, PASSWORD_MIN};
+use crate::db::UserRow;
+use crate::error::ApiError;
+use crate::extract::{Cx, Json};
+use crate::routes::{command_ok, created, etag, CommandResult, IdPath, Page};
+use crate::state::AppState;
+
+/// A user as its stream has it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserView {
+    /// The user id.
+    pub id: Uuid,
+    /// Login email.
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// `agent`, `admin` or `auditor`.
+    pub role: String,
+    /// Home department.
+    pub department_id: Option<Uuid>,
+    /// Whether the user may log in and act.
+    pub active: bool,
+    /// Whether a session is open.
+    pub logged_in: bool,
+    /// `available`, `away` or `offline`.
+    pub state: String,
+    /// Tickets the user is viewing.
+    pub viewing: Vec<Uuid>,
+    /// The stream version (also the `ETag`).
+    pub version: u64,
+}
+
+/// A page of users.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserList {
+    /// Users by email.
+    pub items: Vec<UserRow>,
+    /// The limit used.
+    pub limit: i64,
+    /// The offset used.
+    pub offset: i64,
+}
+
+/// A new user.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    /// Display name.
+    #[schema(example = "Alice Agent")]
+    pub name: String,
+    /// Login email; unique.
+    #[schema(example = "alice@example.com")]
+    pub email: String,
+    /// `agent`, `admin` or `auditor`.
+    #[schema(example = "agent")]
+    pub role: String,
+    /// Initial password (8 to 1024 characters).
+    #[schema(example = "a-long-password")]
+    pub password: String,
+    /// Home department.
+    #[serde(default)]
+    pub department_id: Option<Uuid>,
+}
+
+/// Changes to a user; absent fields stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    /// New name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// New role.
+    #[serde(default)]
+    pub role: Option<String>,
+    /// New department; `null` clears it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Uuid>)]
+    pub department_id: Option<Option<Uuid>>,
+    /// `false` deactivates (and ends the user's sessions), `true` reactivates.
+    #[serde(default)]
+    pub active: Option<bool>,
+    /// A new password (ends the user's other sessions).
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<Uuid>>, D::Error> {
+    Option::<Uuid>::deserialize(d).map(Some)
+}
+
+/// A presence change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StateRequest {
+    /// `available`, `away` or `offline`.
+    #[schema(example = "available")]
+    pub state: String,
+}
+
+fn check_password(password: &str) -> Result<(), ApiError> {
+    let n = password.chars().count();
+    if n < PASSWORD_MIN {
+        return Err(ApiError::unprocessable(
+            "password_too_short",
+            "password",
+            format!("a password needs at least {PASSWORD_MIN} characters"),
+        ));
+    }
+    if n > PASSWORD_MAX {
+        return Err(ApiError::unprocessable(
+            "password_too_long",
+            "password",
+            format!("a password has at most {PASSWORD_MAX} characters"),
+        ));
+    }
+    Ok(())
+}
+
+async fn hash_password(state: &AppState, password: String) -> Result<String, ApiError> {
+    let passwords = state.passwords.clone();
+    web::block(move || passwords.hash(&password))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+async fn check_department(state: &AppState, id: Option<Uuid>) -> Result<(), ApiError> {
+    if let Some(id) = id {
+        if state.helpdesk.department(id).await?.is_none() {
+            return Err(ApiError::unprocessable(
+                "department_not_found",
+                "department_id",
+                format!("department {id} does not exist"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Copy a user's stream state into the list table.
+pub async fn refresh_user(state: &AppState, id: Uuid) -> Result<UserRow, ApiError> {
+    let (user, _) = state
+        .helpdesk
+        .user(id)
+        .await?
+        .ok_or_else(|| ApiError::internal("a user just written has no stream"))?;
+    let row = UserRow {
+        id,
+        email: normalise_email(&user.email),
+        name: user.name,
+        role: user.role.as_str().to_string(),
+        department_id: user.department,
+        active: !user.deactivated,
+    };
+    state.db.update_user(&row).await?;
+    Ok(row)
+}
+
+/// 200 with the user's view and `ETag`, or 404.
+pub async fn user_view(state: &AppState, id: Uuid) -> Result<HttpResponse, ApiError> {
+    let (user, version) = state
+        .helpdesk
+        .user(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound {
+            code: "user_not_found",
+            detail: format!("user {id} does not exist"),
+        })?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::ETAG, etag(version)))
+        .json(UserView {
+            id,
+            email: user.email,
+            name: user.name,
+            role: user.role.as_str().to_string(),
+            department_id: user.department,
+            active: !user.deactivated,
+            logged_in: user.logged_in,
+            state: user.presence.as_str().to_string(),
+            viewing: user.viewing.into_iter().collect(),
+            version,
+        }))
+}
+
+/// Create a user with a password (admins).
+#[utoipa::path(
+    post,
+    path = "/api/v1/users",
+    tag = "users",
+    request_body = CreateUser,
+    responses((status = 201, description = "Created; Location names the user", body = CommandResult,
+        headers(("Location" = String), ("ETag" = String))))
+)]
+pub async fn create(
+    state: web::Data<AppState>,
+    cx: Cx,
+    Json(body): Json<CreateUser>,
+) -> Result<HttpResponse, ApiError> {
+    check_password(&body.password)?;
+    check_department(&state, body.department_id).await?;
+    let hash = hash_password(&state, body.password).await?;
+    let id = Uuid::now_v7();
+    let row = UserRow {
+        id,
+        email: normalise_email(&body.email),
+        name: body.name.clone(),
+        role: body.role.clone(),
+        department_id: body.department_id,
+        active: true,
+    };
+    if !state.db.reserve_user(&row, false).await? {
+        return Err(ApiError::Conflict {
+            code: "email_taken",
+            detail: "another user has this email".into(),
+        });
+    }
+    let new_user = input::NewUser {
+        user_id: Some(id),
+        name: body.name,
+        email: body.email,
+        role: body.role,
+        department_id: body.department_id,
+    };
+    let outcome = match state.helpdesk.create_user(&cx.actor, new_user).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            state.db.unreserve_user(id).await?;
+            return Err(e.into());
+        }
+    };
+    state.db.set_password(id, &hash).await?;
+    refresh_user(&state, id).await?;
+    Ok(created(outcome, format!("/api/v1/users/{id}")))
+}
+
+/// List users (without the system account), by email.
+#[utoipa::path(
+    get,
+    path = "/api/v1/users",
+    tag = "users",
+    params(Page),
+    responses((status = 200, description = "A page of users", body = UserList))
+)]
+pub async fn list(
+    state: web::Data<AppState>,
+    page: web::Query<Page>,
+) -> Result<HttpResponse, ApiError> {
+    let (limit, offset) = page.bounds()?;
+    let items = state.db.list_users(limit, offset).await?;
+    Ok(HttpResponse::Ok().json(UserList {
+        items,
+        limit,
+        offset,
+    }))
+}
+
+/// One user, from its stream.
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/{id}",
+    tag = "users",
+    params(IdPath),
+    responses((status = 200, description = "The user", body = UserView, headers(("ETag" = String))))
+)]
+pub async fn get(
+    state: web::Data<AppState>,
+    path: web::Path<IdPath>,
+) -> Result<HttpResponse, ApiError> {
+    user_view(&state, path.id).await
+}
+
+/// Change a user's name, role, department, activity or password (admins).
+/// An admin cannot deactivate themselves or give up their own admin role.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/users/{id}",
+    tag = "users",
+    params(IdPath),
+    request_body = UpdateUser,
+    responses((status = 200, description = "Changed", body = CommandResult, headers(("ETag" = String))))
+)]
+pub async fn update(
+    state: web::Data<AppState>,
+    cx: Cx,
+    path: web::Path<IdPath>,
+    Json(body): Json<UpdateUser>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.id;
+    if state.db.user(id).await?.is_none() && state.helpdesk.user(id).await?.is_none() {
+        return Err(ApiError::NotFound {
+            code: "user_not_found",
+            detail: format!("user {id} does not exist"),
+        });
+    }
+    if id == cx.caller.user_id {
+        let demotes = body
+            .role
+            .as_deref()
+            .is_some_and(|r| Role::parse(r.trim()) != Some(Role::Admin));
+        if body.active == Some(false) || demotes {
+            return Err(ApiError::unprocessable(
+                "cannot_change_self",
+                if demotes { "role" } else { "active" },
+                "an admin cannot deactivate themselves or give up their own admin role",
+            ));
+        }
+    }
+    if let Some(password) = &body.password {
+        check_password(password)?;
+    }
+    if let Some(Some(department)) = body.department_id {
+        check_department(&state, Some(department)).await?;
+    }
+    let changes_fields = body.name.is_some()
+        || body.role.is_some()
+        || body.department_id.is_some()
+        || body.active.is_some();
+    if !changes_fields && body.password.is_none() {
+        return Err(ApiError::unprocessable(
+            "no_change",
+            "user",
+            "send at least one of name, role, department_id, active, password",
+        ));
+    }
+    let hash = match body.password {
+        Some(p) => Some(hash_password(&state, p).await?),
+        None => None,
+    };
+    let mut outcome = None;
+    if changes_fields {
+        let update = input::UserUpdate {
+            name: body.name,
+            role: body.role,
+            department_id: body.department_id,
+            active: body.active,
+        };
+        outcome = Some(
+            state
+                .helpdesk
+                .update_user(&cx.actor, id, update, cx.if_match)
+                .await?,
+        );
+    }
+    if let Some(hash) = hash {
+        let action = input::Action {
+            action: "password_changed".into(),
+            description: "the password was set by an admin".into(),
+        };
+        outcome = Some(
+            state
+                .helpdesk
+                .record_general_action(&cx.actor, id, action)
+                .await?,
+        );
+        state.db.set_password(id, &hash).await?;
+        state
+            .db
+            .revoke_sessions_of(id, &cx.caller.token_hash)
+            .await?;
+    }
+    let row = refresh_user(&state, id).await?;
+    if !row.active {
+        state
+            .db
+            .revoke_sessions_of(id, &cx.caller.token_hash)
+            .await?;
+    }
+    // Role and activity are read with the session: look them up afresh.
+    state.sessions.forget_user(id);
+    let outcome = outcome.ok_or_else(|| ApiError::internal("no command ran"))?;
+    Ok(command_ok(outcome))
+}
+
+/// Change a user's presence: agents their own, admins anyone's.
+#[utoipa::path(
+    put,
+    path = "/api/v1/users/{id}/state",
+    tag = "users",
+    params(IdPath),
+    request_body = StateRequest,
+    responses((status = 200, description = "Changed", body = CommandResult, headers(("ETag" = String))))
+)]
+pub async fn change_state(
+    state: web::Data<AppState>,
+    cx: Cx,
+    path: web::Path<IdPath>,
+    Json(body): Json<StateRequest>,
+) -> Result<HttpResponse, ApiError> {
+    if cx.caller.role != Role::Admin && cx.caller.user_id != path.id {
+        return Err(ApiError::Forbidden {
+            detail: "agents change only their own state".into(),
+        });
+    }
+    let outcome = state
+        .helpdesk
+        .change_user_state(&cx.actor, path.id, input::StateChange { state: body.state })
+        .await?;
+    Ok(command_ok(outcome))
+}

@@ -1,0 +1,1096 @@
+//! The HTTP API, black-box: the real server on port 0 against a fresh
+//! database (SQLite always, PostgreSQL when LEDGERDESK_TEST_POSTGRES_URL is
+//! set). `TEST_LOG=1` shows the server's logs.
+
+use std::sync::Arc;
+
+use ledgerdesk_api::configuration::{LogFormat, Settings};
+use ledgerdesk_api::permissions::{Access, PERMISSIONS};
+use ledgerdesk_api::{telemetry, Application};
+use ledgerdesk_store::{EventStore, RecordedEvent, StreamRange};
+use ledgerdesk_tests::{backend_tests, TestDb};
+use reqwest::{Method, Response, StatusCode};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+backend_tests!(
+    logging_in_and_out_is_recorded,
+    failed_logins_are_slowed_down_without_revealing_accounts,
+    a_ticket_lives_its_whole_life_over_http,
+    every_endpoint_refuses_without_token_and_wrong_role,
+    stale_if_match_gets_412_and_writes_nothing,
+    idempotency_key_replays_the_first_response,
+    each_error_is_a_problem_and_writes_nothing,
+    request_id_becomes_the_correlation_id,
+    files_are_stored_by_hash_and_limited,
+    users_departments_settings_and_activity,
+    operations_endpoints_answer,
+);
+
+const ADMIN_EMAIL: &str = "admin@desk.example";
+const ADMIN_PASSWORD: &str = "admin-password-1";
+const MAX_FAILED: u32 = 3;
+
+struct TestApp {
+    base: String,
+    client: reqwest::Client,
+    store: Arc<dyn EventStore>,
+    admin: String,
+    _files: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn spawn_app(db: &TestDb) -> TestApp {
+    if std::env::var("TEST_LOG").is_ok() {
+        telemetry::init(LogFormat::Pretty, "debug", std::io::stderr);
+    }
+    let files = std::env::temp_dir().join(format!("ledgerdesk-files-{}", Uuid::now_v7().simple()));
+    let settings = Settings::from_vars([
+        ("LEDGERDESK__DATABASE__URL", db.url.clone()),
+        ("LEDGERDESK__DATABASE__MAX_CONNECTIONS", "4".into()),
+        ("LEDGERDESK__HTTP__BIND", "127.0.0.1:0".into()),
+        ("LEDGERDESK__HTTP__WORKERS", "2".into()),
+        ("LEDGERDESK__HTTP__MAX_JSON_BYTES", "16384".into()),
+        ("LEDGERDESK__BOOTSTRAP__ADMIN_EMAIL", ADMIN_EMAIL.into()),
+        (
+            "LEDGERDESK__BOOTSTRAP__ADMIN_PASSWORD",
+            ADMIN_PASSWORD.into(),
+        ),
+        ("LEDGERDESK__AUTH__ARGON2_MEMORY_KIB", "64".into()),
+        ("LEDGERDESK__AUTH__ARGON2_ITERATIONS", "1".into()),
+        (
+            "LEDGERDESK__AUTH__MAX_FAILED_LOGINS",
+            MAX_FAILED.to_string(),
+        ),
+        ("LEDGERDESK__FILES__DIR", files.display().to_string()),
+        ("LEDGERDESK__FILES__MAX_BYTES", "4096".into()),
+    ])
+    .expect("settings");
+    let app = Application::build(&settings).await.expect("build");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let store = app.store();
+    tokio::spawn(app.run_until_stopped());
+    let client = reqwest::Client::new();
+    let mut app = TestApp {
+        base,
+        client,
+        store,
+        admin: String::new(),
+        _files: TempDir(files),
+    };
+    app.admin = app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    app
+}
+
+impl TestApp {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Response {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send().await.expect("request")
+    }
+
+    async fn post(&self, path: &str, token: &str, body: Value) -> Response {
+        self.send(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    async fn get(&self, path: &str, token: &str) -> Response {
+        self.send(Method::GET, path, Some(token), None).await
+    }
+
+    async fn login(&self, email: &str, password: &str) -> String {
+        let res = self
+            .send(
+                Method::POST,
+                "/api/v1/auth/login",
+                None,
+                Some(json!({"email": email, "password": password})),
+            )
+            .await;
+        assert_eq!(res.status(), 200, "login {email}");
+        let body: Value = res.json().await.unwrap();
+        body["token"].as_str().unwrap().to_string()
+    }
+
+    /// A new user of `role`, logged in: (id, token).
+    async fn user(&self, role: &str) -> (Uuid, String) {
+        let email = format!("{role}-{}@desk.example", Uuid::now_v7().simple());
+        let res = self
+            .post(
+                "/api/v1/users",
+                &self.admin,
+                json!({"name": format!("A {role}"), "email": email, "role": role, "password": "password-123"}),
+            )
+            .await;
+        assert_eq!(res.status(), 201);
+        let id = ok_json(res).await["id"].as_str().unwrap().parse().unwrap();
+        (id, self.login(&email, "password-123").await)
+    }
+
+    async fn ticket(&self, token: &str) -> Uuid {
+        let res = self
+            .post(
+                "/api/v1/tickets",
+                token,
+                json!({"subject": "Printer on fire", "body": "It is on fire.", "channel": "email",
+                       "requester": {"email": "carol@customer.example", "name": "Carol"}}),
+            )
+            .await;
+        assert_eq!(res.status(), 201);
+        ok_json(res).await["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    async fn head(&self) -> u64 {
+        self.store.head().await.unwrap().position
+    }
+
+    async fn events(&self) -> Vec<RecordedEvent> {
+        self.store.read_all(0, 100_000).await.unwrap()
+    }
+
+    async fn stream(&self, stream_id: &str) -> Vec<RecordedEvent> {
+        self.store
+            .read_stream(stream_id, StreamRange::all())
+            .await
+            .unwrap()
+    }
+}
+
+async fn ok_json(res: Response) -> Value {
+    let status = res.status();
+    let body: Value = res.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{status}: {body}");
+    body
+}
+
+/// Assert a problem+json answer and return it.
+async fn problem(res: Response, status: u16) -> Value {
+    assert_eq!(res.status().as_u16(), status, "{:?}", res.url().path());
+    let ct = res.headers()["content-type"].to_str().unwrap().to_string();
+    assert_eq!(ct, "application/problem+json");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    assert!(body["type"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://ledgerdesk.dev/problems/"));
+    assert!(body["title"].is_string() && body["detail"].is_string());
+    body
+}
+
+async fn logging_in_and_out_is_recorded(db: &TestDb) {
+    let app = spawn_app(db).await;
+    let me = ok_json(app.get("/api/v1/me", &app.admin).await).await;
+    assert_eq!(me["email"], ADMIN_EMAIL);
+    assert_eq!(me["role"], "admin");
+    assert_eq!(me["logged_in"], true);
+    let admin_id = me["id"].as_str().unwrap().to_string();
+    let stream = format!("user-{admin_id}");
+    let types: Vec<String> = app
+        .stream(&stream)
+        .await
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
+    assert_eq!(types, ["user.created", "user.logged_in"]);
+
+    // Wrong password: 401 and `user.login_failed`.
+    let res = app
+        .send(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"email": ADMIN_EMAIL, "password": "nope-nope"})),
+        )
+        .await;
+    let wrong = problem(res, 401).await;
+    let last = app.stream(&stream).await.pop().unwrap();
+    assert_eq!(last.event_type, "user.login_failed");
+    assert!(last.payload.contains("wrong_password"));
+
+    // Unknown email: the same answer, recorded on the system account.
+    let res = app
+        .send(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"email": "ghost@desk.example", "password": "nope-nope"})),
+        )
+        .await;
+    let unknown = problem(res, 401).await;
+    assert_eq!(wrong, unknown);
+    let last = app.events().await.pop().unwrap();
+    assert_eq!(last.event_type, "user.general_action");
+    assert!(last.payload.contains("login_failed"));
+    assert!(!last.payload.contains("ghost"), "no email in the log");
+
+    // Logout revokes the token and records it.
+    let token = app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let out = ok_json(app.post("/api/v1/auth/logout", &token, json!({})).await).await;
+    assert!(out["position"].as_u64().unwrap() > 0);
+    assert_eq!(
+        app.stream(&stream).await.pop().unwrap().event_type,
+        "user.logged_out"
+    );
+    problem(app.get("/api/v1/me", &token).await, 401).await;
+    // The other session still works.
+    ok_json(app.get("/api/v1/me", &app.admin).await).await;
+}
+
+async fn failed_logins_are_slowed_down_without_revealing_accounts(db: &TestDb) {
+    let app = spawn_app(db).await;
+    let attempt = |email: &'static str| {
+        app.send(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"email": email, "password": "wrong-wrong"})),
+        )
+    };
+    for _ in 0..MAX_FAILED {
+        problem(attempt(ADMIN_EMAIL).await, 401).await;
+    }
+    // Locked out now, also with the right password; the address is too.
+    let res = attempt(ADMIN_EMAIL).await;
+    assert!(
+        res.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    let known = problem(res, 429).await;
+    let res = app
+        .send(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})),
+        )
+        .await;
+    problem(res, 429).await;
+    let res = attempt("nobody@desk.example").await;
+    let unknown = problem(res, 429).await;
+    assert_eq!(known, unknown, "the same answer for unknown emails");
+    let events = app.events().await;
+    let refusals = events
+        .iter()
+        .filter(|e| e.payload.contains("too_many_attempts"))
+        .count();
+    assert_eq!(refusals, 3, "each refusal is an event");
+}
+
+async fn a_ticket_lives_its_whole_life_over_http(db: &TestDb) {
+    let app = spawn_app(db).await;
+    let (agent_id, agent) = app.user("agent").await;
+    let dept = ok_json(
+        app.post(
+            "/api/v1/departments",
+            &app.admin,
+            json!({"name": "Billing"}),
+        )
+        .await,
+    )
+    .await;
+    let dept_id = dept["id"].as_str().unwrap().to_string();
+
+    let res = app
+        .post(
+            "/api/v1/tickets",
+            &agent,
+            json!({"subject": "Invoice wrong", "body": "Charged twice.", "channel": "email",
+                   "requester": {"email": "dan@customer.example", "name": "Dan"},
+                   "priority": "high", "department_id": dept_id, "tags": ["billing"]}),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    let location = res.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(res.headers()["etag"], "\"1\"");
+    let created = ok_json(res).await;
+    let id = created["id"].as_str().unwrap().to_string();
+    assert_eq!(location, format!("/api/v1/tickets/{id}"));
+    assert_eq!(created["version"], 1);
+    assert!(created["position"].as_u64().unwrap() > 0);
+
+    let t = |action: &str| format!("/api/v1/tickets/{id}/{action}");
+    let mut version = 1;
+    let mut step = |res_body: Value| {
+        version += 1;
+        assert_eq!(res_body["version"], version, "{res_body}");
+        res_body
+    };
+    let msg = step(
+        ok_json(
+            app.post(&t("messages"), &agent, json!({"body": "We are on it."}))
+                .await,
+        )
+        .await,
+    );
+    let message_id = msg["item"].as_str().unwrap().to_string();
+    step(
+        ok_json(
+            app.post(
+                &t("messages"),
+                &agent,
+                json!({"body": "Check the ledger", "internal": true}),
+            )
+            .await,
+        )
+        .await,
+    );
+    step(
+        ok_json(
+            app.post(
+                &t("messages"),
+                &agent,
+                json!({"body": "Thanks!", "direction": "inbound", "channel": "email"}),
+            )
+            .await,
+        )
+        .await,
+    );
+    step(
+        ok_json(
+            app.post(&t("notes"), &agent, json!({"body": "VIP customer"}))
+                .await,
+        )
+        .await,
+    );
+    step(
+        ok_json(
+            app.post(&t("status"), &agent, json!({"status": "open"}))
+                .await,
+        )
+        .await,
+    );
+    step(
+        ok_json(
+            app.post(&t("priority"), &agent, json!({"priority": "urgent"}))
+                .await,
+        )
+        .await,
+    );
+    step(
+        ok_json(
+            app.post(&t("transfer"), &agent, json!({"to_agent": agent_id}))
+                .await,
+        )
+        .await,
+    );
+    step(
+        ok_json(
+            app.post(
+                &t("tags"),
+                &agent,
+                json!({"add": ["refund"], "remove": ["billing"]}),
+            )
+            .await,
+        )
+        .await,
+    );
+    step(
+        ok_json(
+            app.post(&t("forward"), &agent, json!({"to": "finance@desk.example"}))
+                .await,
+        )
+        .await,
+    );
+    step(
+        ok_json(
+            app.post(
+                &t("calls"),
+                &agent,
+                json!({"direction": "outbound", "duration_seconds": 120}),
+            )
+            .await,
+        )
+        .await,
+    );
+    step(
+        ok_json(
+            app.post(
+                &t("voice-messages"),
+                &agent,
+                json!({"duration_seconds": 30}),
+            )
+            .await,
+        )
+        .await,
+    );
+    step(
+        ok_json(
+            app.post(&t("chat"), &agent, json!({"body": "chat transcript"}))
+                .await,
+        )
+        .await,
+    );
+    step(
+        ok_json(
+            app.post(
+                &t("system-messages"),
+                &app.admin,
+                json!({"text": "SLA breached"}),
+            )
+            .await,
+        )
+        .await,
+    );
+    step(
+        ok_json(
+            app.post(
+                &t("ranking"),
+                &agent,
+                json!({"rating": 5, "comment": "great"}),
+            )
+            .await,
+        )
+        .await,
+    );
+
+    // Viewing is on the agent's own stream.
+    let viewing = ok_json(app.post(&t("views"), &agent, json!({})).await).await;
+    assert_eq!(viewing["id"], agent_id.to_string());
+    let me = ok_json(app.get("/api/v1/me", &agent).await).await;
+    assert_eq!(me["viewing"], json!([id]));
+    ok_json(
+        app.send(Method::DELETE, &t("views"), Some(&agent), None)
+            .await,
+    )
+    .await;
+
+    let res = app.get(&location, &agent).await;
+    assert_eq!(res.headers()["etag"], format!("\"{version}\"").as_str());
+    let ticket = ok_json(res).await;
+    assert_eq!(ticket["status"], "open");
+    assert_eq!(ticket["priority"], "urgent");
+    assert_eq!(ticket["assignee"], agent_id.to_string());
+    assert_eq!(ticket["tags"], json!(["refund"]));
+    assert_eq!(ticket["rating"], 5);
+
+    // Split a message into a new ticket, then merge that ticket back.
+    let split = ok_json(
+        app.post(
+            &t("split"),
+            &agent,
+            json!({"message_ids": [message_id], "subject": "Refund", "body": "Split off"}),
+        )
+        .await,
+    )
+    .await;
+    let new_id = split["target"]["id"].as_str().unwrap().to_string();
+    assert_ne!(new_id, id);
+    let merged = ok_json(
+        app.post(
+            &format!("/api/v1/tickets/{new_id}/merge"),
+            &agent,
+            json!({"into": id}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(merged["target"]["id"], id);
+    let gone = ok_json(app.get(&format!("/api/v1/tickets/{new_id}"), &agent).await).await;
+    assert_eq!(gone["merged_into"], id);
+
+    // Resolve, close: a closed ticket refuses messages with 422.
+    ok_json(
+        app.post(&t("status"), &agent, json!({"status": "resolved"}))
+            .await,
+    )
+    .await;
+    ok_json(
+        app.post(&t("status"), &agent, json!({"status": "closed"}))
+            .await,
+    )
+    .await;
+    let refused = problem(
+        app.post(&t("messages"), &agent, json!({"body": "late"}))
+            .await,
+        422,
+    )
+    .await;
+    assert_eq!(refused["code"], "ticket_closed");
+    assert_eq!(
+        refused["type"],
+        "https://ledgerdesk.dev/problems/ticket-closed"
+    );
+
+    // Every ticket event carries the agent, its address and user agent.
+    for e in app.stream(&format!("ticket-{id}")).await {
+        let m = e.metadata().unwrap();
+        assert!(m.ip.as_deref() == Some("127.0.0.1"), "{}", e.event_type);
+        assert!(m.correlation_id.is_some());
+        if e.event_type != "ticket.system_message_added" {
+            assert!(m.actor_id.is_some());
+        }
+    }
+    // An auditor reads, but cannot write.
+    let (_, auditor) = app.user("auditor").await;
+    ok_json(app.get(&location, &auditor).await).await;
+    problem(
+        app.post(&t("notes"), &auditor, json!({"body": "x"})).await,
+        403,
+    )
+    .await;
+}
+
+fn concrete(path: &str) -> String {
+    path.replace("{id}", &Uuid::now_v7().to_string())
+        .replace("{sha256}", &"0".repeat(64))
+        .replace("{key}", "some.key")
+}
+
+async fn every_endpoint_refuses_without_token_and_wrong_role(db: &TestDb) {
+    let app = spawn_app(db).await;
+    let (_, agent) = app.user("agent").await;
+    let (_, auditor) = app.user("auditor").await;
+    let tokens = [
+        ("agent", &agent),
+        ("admin", &app.admin),
+        ("auditor", &auditor),
+    ];
+    for p in PERMISSIONS {
+        let method = Method::from_bytes(p.method.as_bytes()).unwrap();
+        let path = concrete(p.path);
+        match p.access {
+            Access::Public => {
+                let res = app.send(method.clone(), &path, None, None).await;
+                assert_ne!(
+                    res.status(),
+                    StatusCode::UNAUTHORIZED,
+                    "{} {}",
+                    p.method,
+                    p.path
+                );
+            }
+            Access::Roles(roles) => {
+                let res = app.send(method.clone(), &path, None, Some(json!({}))).await;
+                assert_eq!(res.status(), 401, "{} {} without a token", p.method, p.path);
+                assert!(res.headers().contains_key("www-authenticate"));
+                let res = app
+                    .send(method.clone(), &path, Some("ldt_forged"), Some(json!({})))
+                    .await;
+                assert_eq!(
+                    res.status(),
+                    401,
+                    "{} {} with a forged token",
+                    p.method,
+                    p.path
+                );
+                for (role, token) in tokens {
+                    let allowed = roles.iter().any(|r| r.as_str() == role);
+                    if allowed && p.path == "/api/v1/auth/logout" {
+                        continue; // would end the session the walk goes on with
+                    }
+                    let res = app
+                        .send(method.clone(), &path, Some(token), Some(json!({})))
+                        .await;
+                    let status = res.status();
+                    if allowed {
+                        assert!(
+                            status != 401 && status != 403,
+                            "{} {} as {role}: {status}",
+                            p.method,
+                            p.path
+                        );
+                        assert!(
+                            status.as_u16() < 500,
+                            "{} {} as {role}: {status}",
+                            p.method,
+                            p.path
+                        );
+                    } else {
+                        assert_eq!(status, 403, "{} {} as {role}", p.method, p.path);
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn stale_if_match_gets_412_and_writes_nothing(db: &TestDb) {
+    let app = spawn_app(db).await;
+    let id = app.ticket(&app.admin).await;
+    let path = format!("/api/v1/tickets/{id}/notes");
+    let head = app.head().await;
+    let res = app
+        .client
+        .post(app.url(&path))
+        .bearer_auth(&app.admin)
+        .header("If-Match", "\"7\"")
+        .json(&json!({"body": "stale"}))
+        .send()
+        .await
+        .unwrap();
+    problem(res, 412).await;
+    assert_eq!(app.head().await, head);
+    let res = app
+        .client
+        .post(app.url(&path))
+        .bearer_auth(&app.admin)
+        .header("If-Match", "\"1\"")
+        .json(&json!({"body": "fresh"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["etag"], "\"2\"");
+    let res = app
+        .client
+        .post(app.url(&path))
+        .bearer_auth(&app.admin)
+        .header("If-Match", "not-a-version")
+        .json(&json!({"body": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(res, 400).await["field"], "If-Match");
+}
+
+async fn idempotency_key_replays_the_first_response(db: &TestDb) {
+    let app = spawn_app(db).await;
+    let id = app.ticket(&app.admin).await;
+    let path = format!("/api/v1/tickets/{id}/messages");
+    let send = |key: &'static str, body: &'static str| {
+        app.client
+            .post(app.url(&path))
+            .bearer_auth(&app.admin)
+            .header("Idempotency-Key", key)
+            .json(&json!({"body": body}))
+            .send()
+    };
+    let first = send("k-1", "hello").await.unwrap();
+    assert_eq!(first.status(), 200);
+    let etag = first.headers()["etag"].clone();
+    let first: Value = first.json().await.unwrap();
+    let head = app.head().await;
+    let again = send("k-1", "hello").await.unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.headers()["etag"], etag);
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    assert_eq!(app.head().await, head, "nothing new written");
+    // Another request under the same key is refused.
+    let other = send("k-1", "different").await.unwrap();
+    assert_eq!(problem(other, 422).await["code"], "idempotency_key_reused");
+    // The same key for another user is theirs.
+    let (_, agent) = app.user("agent").await;
+    let res = app
+        .client
+        .post(app.url(&path))
+        .bearer_auth(&agent)
+        .header("Idempotency-Key", "k-1")
+        .json(&json!({"body": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers().get("idempotent-replayed").is_none());
+    assert_eq!(ok_json(res).await["version"], 3);
+    // A refused command keeps nothing: fixed and resent, it runs.
+    let bad = app
+        .client
+        .post(app.url(&format!("/api/v1/tickets/{id}/status")))
+        .bearer_auth(&app.admin)
+        .header("Idempotency-Key", "k-2")
+        .json(&json!({"status": "sideways"}))
+        .send()
+        .await
+        .unwrap();
+    problem(bad, 422).await;
+}
+
+async fn each_error_is_a_problem_and_writes_nothing(db: &TestDb) {
+    let app = spawn_app(db).await;
+    let id = app.ticket(&app.admin).await;
+    let notes = app.url(&format!("/api/v1/tickets/{id}/notes"));
+    let head = app.head().await;
+    let raw = |body: &'static str, ct: &'static str| {
+        app.client
+            .post(notes.clone())
+            .bearer_auth(&app.admin)
+            .header("content-type", ct)
+            .body(body)
+            .send()
+    };
+    // 400: malformed JSON, a wrong type, a missing field, an unknown field.
+    assert_eq!(
+        problem(raw("{\"body\": ", "application/json").await.unwrap(), 400).await["code"],
+        "malformed_json"
+    );
+    assert_eq!(
+        problem(raw("{\"body\": 3}", "application/json").await.unwrap(), 400).await["field"],
+        "body"
+    );
+    assert_eq!(
+        problem(raw("{}", "application/json").await.unwrap(), 400).await["field"],
+        "body"
+    );
+    assert_eq!(
+        problem(
+            raw("{\"body\": \"x\", \"bogus\": 1}", "application/json")
+                .await
+                .unwrap(),
+            400
+        )
+        .await["field"],
+        "bogus"
+    );
+    let res = app.get("/api/v1/tickets/not-a-uuid", &app.admin).await;
+    assert_eq!(problem(res, 400).await["field"], "id");
+    let res = app.get("/api/v1/users?limit=abc", &app.admin).await;
+    problem(res, 400).await;
+    // 415: not JSON.
+    problem(
+        raw("body=x", "application/x-www-form-urlencoded")
+            .await
+            .unwrap(),
+        415,
+    )
+    .await;
+    // 413: too big.
+    let big = json!({"body": "x".repeat(20_000)});
+    problem(
+        app.post(&format!("/api/v1/tickets/{id}/notes"), &app.admin, big)
+            .await,
+        413,
+    )
+    .await;
+    // 404: unknown ticket, unknown route, unknown user.
+    let missing = Uuid::now_v7();
+    let res = app
+        .post(
+            &format!("/api/v1/tickets/{missing}/notes"),
+            &app.admin,
+            json!({"body": "x"}),
+        )
+        .await;
+    assert_eq!(problem(res, 404).await["code"], "ticket_not_found");
+    problem(app.get("/api/v1/nowhere", &app.admin).await, 404).await;
+    problem(
+        app.get(&format!("/api/v1/users/{missing}"), &app.admin)
+            .await,
+        404,
+    )
+    .await;
+    // 405 on a known route.
+    problem(
+        app.send(Method::DELETE, "/api/v1/me", Some(&app.admin), None)
+            .await,
+        405,
+    )
+    .await;
+    // 422: a domain rule, naming the field.
+    let res = app
+        .post(
+            &format!("/api/v1/tickets/{id}/status"),
+            &app.admin,
+            json!({"status": "sideways"}),
+        )
+        .await;
+    let p = problem(res, 422).await;
+    assert_eq!(p["field"], "status");
+    let res = app
+        .post(
+            &format!("/api/v1/tickets/{id}/ranking"),
+            &app.admin,
+            json!({"rating": 9}),
+        )
+        .await;
+    assert_eq!(problem(res, 422).await["code"], "rating_out_of_range");
+    // 401 and 403.
+    problem(app.send(Method::GET, "/api/v1/me", None, None).await, 401).await;
+    let (_, agent) = app.user("agent").await;
+    let head_after_user = app.head().await;
+    problem(
+        app.post("/api/v1/departments", &agent, json!({"name": "x"}))
+            .await,
+        403,
+    )
+    .await;
+    assert_eq!(app.head().await, head_after_user);
+    // 409: an email already taken.
+    let body = json!({"name": "Dup", "email": ADMIN_EMAIL.to_uppercase(), "role": "agent", "password": "password-123"});
+    assert_eq!(
+        problem(app.post("/api/v1/users", &app.admin, body).await, 409).await["code"],
+        "email_taken"
+    );
+    // 422 on user creation leaves no row behind: the email stays free.
+    let bad = json!({"name": "Bad", "email": "eve@desk.example", "role": "overlord", "password": "password-123"});
+    assert_eq!(
+        problem(app.post("/api/v1/users", &app.admin, bad).await, 422).await["field"],
+        "role"
+    );
+    let good = json!({"name": "Eve", "email": "eve@desk.example", "role": "agent", "password": "password-123"});
+    assert_eq!(
+        app.post("/api/v1/users", &app.admin, good).await.status(),
+        201
+    );
+    // Nothing of the failures reached the log (only the two users).
+    let written: Vec<String> = app
+        .store
+        .read_all(head, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
+    assert_eq!(written, ["user.created", "user.logged_in", "user.created"]);
+}
+
+async fn request_id_becomes_the_correlation_id(db: &TestDb) {
+    let app = spawn_app(db).await;
+    let res = app
+        .client
+        .post(app.url("/api/v1/tickets"))
+        .bearer_auth(&app.admin)
+        .header("X-Request-Id", "req-test-0001")
+        .header("User-Agent", "api-tests/1.0")
+        .json(
+            &json!({"subject": "s", "body": "b", "channel": "chat", "requester": {"name": "Zed"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-request-id"], "req-test-0001");
+    let id = ok_json(res).await["id"].as_str().unwrap().to_string();
+    let events = app.stream(&format!("ticket-{id}")).await;
+    let meta = events[0].metadata().unwrap();
+    assert_eq!(meta.correlation_id.as_deref(), Some("req-test-0001"));
+    assert_eq!(meta.user_agent.as_deref(), Some("api-tests/1.0"));
+    assert_eq!(meta.ip.as_deref(), Some("127.0.0.1"));
+    // Without one, an id is generated and returned.
+    let res = app.get("/healthz", &app.admin).await;
+    assert!(!res.headers()["x-request-id"].is_empty());
+}
+
+fn multipart(name: &str, content_type: &str, bytes: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "----ledgerdesk-boundary";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: {content_type}\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+async fn files_are_stored_by_hash_and_limited(db: &TestDb) {
+    let app = spawn_app(db).await;
+    let id = app.ticket(&app.admin).await;
+    let url = app.url(&format!("/api/v1/tickets/{id}/files"));
+    let (ct, body) = multipart("notes.txt", "text/plain", b"hello file");
+    let res = app
+        .client
+        .post(url.clone())
+        .bearer_auth(&app.admin)
+        .header("content-type", ct)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let attached = ok_json(res).await;
+    assert_eq!(attached["version"], 2);
+    let last = app.stream(&format!("ticket-{id}")).await.pop().unwrap();
+    assert_eq!(last.event_type, "ticket.file_attached");
+    let sha = "f3877e8a3d98f809d9f844060fbea2864a4b66980a22ff22297014d0c168db2e";
+    assert!(last.payload.contains(sha), "{}", last.payload);
+    let res = app.get(&format!("/api/v1/files/{sha}"), &app.admin).await;
+    assert_eq!(res.headers()["content-type"], "text/plain");
+    assert_eq!(res.bytes().await.unwrap().as_ref(), b"hello file");
+    // Over files.max_bytes: 413 and nothing written.
+    let head = app.head().await;
+    let (ct, body) = multipart("big.bin", "application/octet-stream", &vec![7u8; 5000]);
+    let res = app
+        .client
+        .post(url.clone())
+        .bearer_auth(&app.admin)
+        .header("content-type", ct)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    problem(res, 413).await;
+    // Not multipart: 415.
+    let res = app
+        .client
+        .post(url)
+        .bearer_auth(&app.admin)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    problem(res, 415).await;
+    assert_eq!(app.head().await, head);
+    problem(
+        app.get(&format!("/api/v1/files/{}", "f".repeat(64)), &app.admin)
+            .await,
+        404,
+    )
+    .await;
+    problem(app.get("/api/v1/files/nothex", &app.admin).await, 400).await;
+}
+
+async fn users_departments_settings_and_activity(db: &TestDb) {
+    let app = spawn_app(db).await;
+    let (agent_id, agent) = app.user("agent").await;
+    let users = ok_json(app.get("/api/v1/users", &agent).await).await;
+    let emails: Vec<&str> = users["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["email"].as_str().unwrap())
+        .collect();
+    assert_eq!(emails.len(), 2, "{emails:?}");
+    assert!(emails.contains(&ADMIN_EMAIL));
+    let dept = ok_json(
+        app.post(
+            "/api/v1/departments",
+            &app.admin,
+            json!({"name": "Support"}),
+        )
+        .await,
+    )
+    .await;
+    let depts = ok_json(app.get("/api/v1/departments", &agent).await).await;
+    assert_eq!(depts["items"][0]["name"], "Support");
+    // An admin changes the agent; the list follows.
+    let path = format!("/api/v1/users/{agent_id}");
+    ok_json(
+        app.send(
+            Method::PATCH,
+            &path,
+            Some(&app.admin),
+            Some(json!({"name": "Renamed", "department_id": dept["id"]})),
+        )
+        .await,
+    )
+    .await;
+    let one = ok_json(app.get(&path, &agent).await).await;
+    assert_eq!(one["name"], "Renamed");
+    assert_eq!(one["department_id"], dept["id"]);
+    // State: agents change their own only.
+    let state = format!("/api/v1/users/{agent_id}/state");
+    ok_json(
+        app.send(
+            Method::PUT,
+            &state,
+            Some(&agent),
+            Some(json!({"state": "available"})),
+        )
+        .await,
+    )
+    .await;
+    let admin_id = ok_json(app.get("/api/v1/me", &app.admin).await).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let res = app
+        .send(
+            Method::PUT,
+            &format!("/api/v1/users/{admin_id}/state"),
+            Some(&agent),
+            Some(json!({"state": "away"})),
+        )
+        .await;
+    problem(res, 403).await;
+    // An admin cannot lock themselves out.
+    let res = app
+        .send(
+            Method::PATCH,
+            &format!("/api/v1/users/{admin_id}"),
+            Some(&app.admin),
+            Some(json!({"active": false})),
+        )
+        .await;
+    assert_eq!(problem(res, 422).await["code"], "cannot_change_self");
+    // Settings and activity.
+    let set = ok_json(
+        app.send(
+            Method::PUT,
+            "/api/v1/settings/sla.hours",
+            Some(&app.admin),
+            Some(json!({"value": 8})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(set["version"], 1);
+    let settings = ok_json(app.get("/api/v1/settings", &app.admin).await).await;
+    assert_eq!(settings["values"]["sla.hours"], 8);
+    let act = ok_json(
+        app.post(
+            "/api/v1/activity",
+            &agent,
+            json!({"action": "crm.synced", "description": "nightly sync"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(act["id"], agent_id.to_string());
+    // Password change and deactivation end the agent's sessions.
+    ok_json(
+        app.send(
+            Method::PATCH,
+            &path,
+            Some(&app.admin),
+            Some(json!({"active": false})),
+        )
+        .await,
+    )
+    .await;
+    problem(app.get("/api/v1/me", &agent).await, 401).await;
+    let res = app
+        .send(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"email": one["email"], "password": "password-123"})),
+        )
+        .await;
+    problem(res, 401).await;
+}
+
+async fn operations_endpoints_answer(db: &TestDb) {
+    let app = spawn_app(db).await;
+    let res = app.send(Method::GET, "/readyz", None, None).await;
+    assert_eq!(res.status(), 200);
+    let doc: Value = app
+        .send(Method::GET, "/openapi.json", None, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["paths"]["/api/v1/tickets/{id}/merge"]["post"].is_object());
+    app.ticket(&app.admin).await;
+    let text = app
+        .send(Method::GET, "/metrics", None, None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("ledgerdesk_http_requests_total{method=\"POST\",route=\"/api/v1/tickets\",status=\"201\"} 1"), "{text}");
+    assert!(text.contains("ledgerdesk_http_request_duration_seconds_bucket{method=\"POST\",route=\"/api/v1/tickets\",le=\"+Inf\"} 1"));
+    assert!(text.contains("ledgerdesk_events_appended_total"));
+}
