@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 backend_tests!(
+    ticket_list_and_reports_come_from_projections,
     logging_in_and_out_is_recorded,
     failed_logins_are_slowed_down_without_revealing_accounts,
     a_ticket_lives_its_whole_life_over_http,
@@ -52,6 +53,7 @@ async fn spawn_app(db: &TestDb) -> TestApp {
         telemetry::init(LogFormat::Pretty, "debug", std::io::stderr);
     }
     let files = std::env::temp_dir().join(format!("ledgerdesk-files-{}", Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&files).expect("temp dir");
     let settings = Settings::from_vars([
         ("LEDGERDESK__DATABASE__URL", db.url.clone()),
         ("LEDGERDESK__DATABASE__MAX_CONNECTIONS", "4".into()),
@@ -71,6 +73,10 @@ async fn spawn_app(db: &TestDb) -> TestApp {
         ),
         ("LEDGERDESK__FILES__DIR", files.display().to_string()),
         ("LEDGERDESK__FILES__MAX_BYTES", "4096".into()),
+        (
+            "LEDGERDESK__AUDIT__SIGNING_KEY_FILE",
+            files.join("checkpoint.key").display().to_string(),
+        ),
     ])
     .expect("settings");
     let app = Application::build(&settings).await.expect("build");
@@ -1093,4 +1099,94 @@ async fn operations_endpoints_answer(db: &TestDb) {
     assert!(text.contains("ledgerdesk_http_requests_total{method=\"POST\",route=\"/api/v1/tickets\",status=\"201\"} 1"), "{text}");
     assert!(text.contains("ledgerdesk_http_request_duration_seconds_bucket{method=\"POST\",route=\"/api/v1/tickets\",le=\"+Inf\"} 1"));
     assert!(text.contains("ledgerdesk_events_appended_total"));
+}
+
+/// The ticket list is the tickets projection: a client that passes the
+/// position its command returned reads its own write.
+async fn ticket_list_and_reports_come_from_projections(db: &TestDb) {
+    let app = spawn_app(db).await;
+    let (_, agent) = app.user("agent").await;
+    let (_, auditor) = app.user("auditor").await;
+    let mut last = 0;
+    for (subject, channel) in [
+        ("Printer on fire", "email"),
+        ("Refund", "chat"),
+        ("Login fails", "email"),
+    ] {
+        let res = app
+            .post(
+                "/api/v1/tickets",
+                &agent,
+                json!({"subject": subject, "body": "Help.", "channel": channel,
+                       "requester": {"email": "fay@customer.example", "name": "Fay"}, "tags": ["vip"]}),
+            )
+            .await;
+        last = ok_json(res).await["position"].as_u64().unwrap();
+    }
+    let page = ok_json(
+        app.get(
+            &format!("/api/v1/tickets?min_position={last}&channel=email"),
+            &agent,
+        )
+        .await,
+    )
+    .await;
+    assert!(page["position"].as_u64().unwrap() >= last, "{page}");
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{page}");
+    assert!(items.iter().all(|t| t["channel"] == "email"));
+    let page = ok_json(app.get("/api/v1/tickets?limit=1&tag=vip", &auditor).await).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    let next = page["next_cursor"].as_str().expect("a second page");
+    let second = ok_json(
+        app.get(
+            &format!("/api/v1/tickets?limit=1&tag=vip&cursor={next}"),
+            &auditor,
+        )
+        .await,
+    )
+    .await;
+    assert_ne!(second["items"][0]["id"], page["items"][0]["id"]);
+    problem(app.get("/api/v1/tickets?cursor=garbage", &agent).await, 400).await;
+    problem(app.get("/api/v1/tickets?limit=0", &agent).await, 400).await;
+
+    let status = ok_json(app.get("/api/v1/admin/projections", &auditor).await).await;
+    let names: Vec<&str> = status["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 4, "{status}");
+    assert!(status["items"][0]["head"].as_u64().unwrap() >= last);
+    let report = ok_json(app.get("/api/v1/reports/departments", &auditor).await).await;
+    assert!(report["rows"].is_array());
+    problem(app.get("/api/v1/reports/agents", &agent).await, 403).await;
+    problem(
+        app.get(
+            "/api/v1/reports/agents?from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z",
+            &auditor,
+        )
+        .await,
+        400,
+    )
+    .await;
+    let res = app
+        .post(
+            "/api/v1/admin/projections/tickets/rebuild",
+            &app.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(res.status(), 202);
+    problem(
+        app.post(
+            "/api/v1/admin/projections/nope/rebuild",
+            &app.admin,
+            json!({}),
+        )
+        .await,
+        404,
+    )
+    .await;
 }

@@ -28,6 +28,8 @@ pub struct Settings {
     pub files: FileSettings,
     /// `[audit]`
     pub audit: AuditSettings,
+    /// `[projections]`
+    pub projections: ProjectionSettings,
 }
 
 /// `[database]`
@@ -118,6 +120,22 @@ pub struct FileSettings {
 pub struct AuditSettings {
     /// The checkpoint signing key (created on first use).
     pub signing_key_file: PathBuf,
+    /// Sign a checkpoint once the log grew by this many events (0: never by count).
+    pub checkpoint_every_events: u64,
+    /// Sign a checkpoint at least this often, even when nothing happened, so
+    /// a quiet period is provably quiet (0: never by time).
+    pub checkpoint_every_secs: u64,
+}
+
+/// `[projections]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectionSettings {
+    /// Run the projection workers inside `ledgerdesk serve` (the default,
+    /// one machine); turn off when `ledgerdesk project` workers run them.
+    pub run_in_server: bool,
+    /// The longest a query with `min_position` waits for a projection (ms).
+    pub max_wait_ms: u64,
 }
 
 /// A string that never prints.
@@ -204,6 +222,10 @@ impl Settings {
             .and_then(|b| b.set_default("files.dir", "data/files"))
             .and_then(|b| b.set_default("files.max_bytes", 10_485_760))
             .and_then(|b| b.set_default("audit.signing_key_file", "data/checkpoint.key"))
+            .and_then(|b| b.set_default("audit.checkpoint_every_events", 1000))
+            .and_then(|b| b.set_default("audit.checkpoint_every_secs", 3600))
+            .and_then(|b| b.set_default("projections.run_in_server", true))
+            .and_then(|b| b.set_default("projections.max_wait_ms", 2000))
             .map_err(err)?;
         let builder = if path.as_os_str().is_empty() {
             builder

@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use utoipa::OpenApi;
 
 use crate::permissions::{self, Access};
-use crate::routes::{auth, departments, files, health, settings, tickets, users};
+use crate::routes::{auth, departments, files, health, settings, tickets, users, views};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -34,6 +34,7 @@ use crate::routes::{auth, departments, files, health, settings, tickets, users};
         departments::create,
         departments::list,
         tickets::create,
+        views::list_tickets,
         tickets::get,
         tickets::message,
         tickets::note,
@@ -56,6 +57,10 @@ use crate::routes::{auth, departments, files, health, settings, tickets, users};
         settings::activity,
         settings::get,
         settings::change,
+        views::agent_report,
+        views::department_report,
+        views::projections,
+        views::rebuild,
     ),
     components(schemas(crate::error::Problem))
 )]

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use actix_web::dev::Server;
 use actix_web::{middleware::from_fn, web, App, HttpServer};
 use ledgerdesk_app::Helpdesk;
-use ledgerdesk_store::{EventStore, OpenOptions};
+use ledgerdesk_app::SealedStore;
+use ledgerdesk_projections::Projector;
+use ledgerdesk_store::{CheckpointKey, Checkpointer, EventStore, OpenOptions};
 
 use crate::auth::{LoginLimiter, Passwords};
 use crate::configuration::Settings;
@@ -47,6 +49,10 @@ pub struct Application {
     port: u16,
     server: Server,
     store: Arc<dyn EventStore>,
+    raw_store: Arc<dyn EventStore>,
+    projector: Projector,
+    run_projections: bool,
+    checkpoints: Option<(Checkpointer, Arc<CheckpointKey>)>,
 }
 
 impl Application {
@@ -56,7 +62,21 @@ impl Application {
             migrate: true,
             max_connections: settings.database.max_connections,
         };
-        let store = ledgerdesk_store::open(&settings.database.url, &options).await?;
+        let raw_store = ledgerdesk_store::open(&settings.database.url, &options).await?;
+        // Everything but verification reads and writes through the vault:
+        // personal data is sealed on append and opened (or erased) on read.
+        let store: Arc<dyn EventStore> = Arc::new(SealedStore::new(raw_store.clone()));
+        let projector = Projector::new(store.clone());
+        projector
+            .ensure_schema()
+            .await
+            .map_err(|e| StartupError::Bootstrap(format!("projections: {e}")))?;
+        let key = CheckpointKey::load_or_create(&settings.audit.signing_key_file)
+            .map_err(|e| StartupError::Bootstrap(format!("audit.signing_key_file: {e}")))?;
+        let checkpointer = Checkpointer {
+            every_events: settings.audit.checkpoint_every_events,
+            every: std::time::Duration::from_secs(settings.audit.checkpoint_every_secs),
+        };
         let addr = settings.bind_addr()?;
         let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind {
             addr: addr.to_string(),
@@ -71,6 +91,8 @@ impl Application {
         let db = Db::new(store.pool());
         let state = AppState {
             store: store.clone(),
+            projector: projector.clone(),
+            projection_wait: std::time::Duration::from_millis(settings.projections.max_wait_ms),
             helpdesk: Helpdesk::new(store.clone()),
             db: db.clone(),
             passwords,
@@ -116,6 +138,10 @@ impl Application {
             port: port.port(),
             server,
             store,
+            raw_store,
+            projector,
+            run_projections: settings.projections.run_in_server,
+            checkpoints: Some((checkpointer, Arc::new(key))),
         })
     }
 
@@ -124,15 +150,41 @@ impl Application {
         self.port
     }
 
-    /// The event store the server uses.
+    /// The event store as handlers see it (personal data opened).
     pub fn store(&self) -> Arc<dyn EventStore> {
         self.store.clone()
     }
 
+    /// The event store exactly as stored and hashed.
+    pub fn raw_store(&self) -> Arc<dyn EventStore> {
+        self.raw_store.clone()
+    }
+
     /// Serve until stopped by a signal; actix stops accepting, waits for the
     /// requests in flight (up to `http.shutdown_timeout_secs`) and returns.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+    /// The projection workers (unless `projections.run_in_server` is off) and
+    /// the checkpointer run alongside and stop with it.
+    pub async fn run_until_stopped(mut self) -> std::io::Result<()> {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let workers = self
+            .run_projections
+            .then(|| self.projector.spawn(until_stopped(stopped.clone())));
+        let signer = self.checkpoints.take().map(|(checkpointer, key)| {
+            tokio::spawn(checkpointer.run(
+                self.raw_store.clone(),
+                key,
+                until_stopped(stopped.clone()),
+            ))
+        });
+        let served = self.server.await;
+        let _ = stop.send(true);
+        for task in workers.into_iter().chain(signer) {
+            let _ = task.await;
+        }
+        served
     }
 }
 

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use ledgerdesk_app::Helpdesk;
+use ledgerdesk_projections::Projector;
 use ledgerdesk_store::EventStore;
 
 use crate::auth::{LoginLimiter, Passwords, SessionCache};
@@ -13,8 +14,12 @@ use crate::metrics::Metrics;
 /// Shared application state (one per process, behind `web::Data`).
 #[derive(Clone)]
 pub struct AppState {
-    /// The event log.
+    /// The event log, through the vault (personal data opened).
     pub store: Arc<dyn EventStore>,
+    /// The read models.
+    pub projector: Projector,
+    /// `projections.max_wait_ms`: how long `min_position` may wait.
+    pub projection_wait: std::time::Duration,
     /// The command side: one per process, cloned.
     pub helpdesk: Helpdesk,
     /// The API's own tables.

@@ -155,15 +155,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
                 backend = %app.store().backend(),
                 "ledgerdesk is listening"
             );
-            // The projections run inside the server by default (one machine);
-            // `ledgerdesk project` runs them as separate workers instead.
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let workers = Projector::new(sealed(app.store())).spawn(async {
-                let _ = stopped.await;
-            });
             let served = app.run_until_stopped().await;
-            let _ = stop.send(());
-            workers.await?;
             served.context("server failed")?;
             tracing::info!("ledgerdesk stopped");
             Ok(ExitCode::SUCCESS)

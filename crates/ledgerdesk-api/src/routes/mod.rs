@@ -9,6 +9,7 @@ pub mod health;
 pub mod settings;
 pub mod tickets;
 pub mod users;
+pub mod views;
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
@@ -165,7 +166,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(post().to(departments::create))
                 .route(get().to(departments::list)),
         )
-        .service(resource("/api/v1/tickets").route(post().to(tickets::create)))
+        .service(
+            resource("/api/v1/tickets")
+                .route(post().to(tickets::create))
+                .route(get().to(views::list_tickets)),
+        )
+        .service(resource("/api/v1/reports/agents").route(get().to(views::agent_report)))
+        .service(resource("/api/v1/reports/departments").route(get().to(views::department_report)))
+        .service(resource("/api/v1/admin/projections").route(get().to(views::projections)))
+        .service(
+            resource("/api/v1/admin/projections/{name}/rebuild").route(post().to(views::rebuild)),
+        )
         .service(resource("/api/v1/tickets/{id}").route(get().to(tickets::get)))
         .service(resource("/api/v1/tickets/{id}/messages").route(post().to(tickets::message)))
         .service(resource("/api/v1/tickets/{id}/notes").route(post().to(tickets::note)))

@@ -1,0 +1,268 @@
+//! What people read, served from the projections: the ticket list, reports
+//! and the projections' own status. A query may pass `min_position` (the
+//! position a command returned) to read its own writes: the handler waits,
+//! up to `projections.max_wait_ms`, for the projection to get there.
+
+use std::time::{Duration, Instant};
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use ledgerdesk_projections::{reports, tickets, ProjectionError};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+impl From<ProjectionError> for ApiError {
+    fn from(e: ProjectionError) -> Self {
+        match e {
+            ProjectionError::InvalidCursor => {
+                ApiError::bad_field("cursor", "the cursor is not one this API gave out")
+            }
+            ProjectionError::UnknownProjection(name) => ApiError::NotFound {
+                code: "projection_not_found",
+                detail: format!("there is no projection `{name}`"),
+            },
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+/// Filters of `GET /tickets`; they combine with AND.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TicketQuery {
+    /// new, open, pending, resolved or closed.
+    pub status: Option<String>,
+    /// The assigned agent.
+    pub assignee: Option<Uuid>,
+    /// The department.
+    pub department: Option<Uuid>,
+    /// A tag.
+    pub tag: Option<String>,
+    /// The channel the ticket came in by.
+    pub channel: Option<String>,
+    /// low, normal, high or urgent.
+    pub priority: Option<String>,
+    /// Text in the subject.
+    pub q: Option<String>,
+    /// At most this many tickets (1 to 500, default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Wait until the projection has applied this log position.
+    #[param(minimum = 0)]
+    pub min_position: Option<u64>,
+}
+
+/// A page of tickets, most recently updated first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TicketPage {
+    /// The tickets (as in the tickets projection).
+    #[schema(value_type = Vec<Object>)]
+    pub items: Vec<tickets::TicketRow>,
+    /// Pass as `cursor` for the next page; absent at the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+    /// The log position the projection had reached.
+    pub position: u64,
+}
+
+/// Wait until `projection` has reached `min_position`; a timeout is not an
+/// error, the answer then says where the projection stood (`position`).
+async fn reached(
+    state: &AppState,
+    projection: &str,
+    min_position: Option<u64>,
+) -> Result<u64, ApiError> {
+    let deadline = Instant::now() + state.projection_wait;
+    loop {
+        let position = state
+            .projector
+            .status()
+            .await?
+            .into_iter()
+            .find(|s| s.name == projection)
+            .map_or(0, |s| s.position);
+        match min_position {
+            Some(min) if position < min && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            _ => return Ok(position),
+        }
+    }
+}
+
+/// List tickets from the tickets projection.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tickets",
+    tag = "tickets",
+    params(TicketQuery),
+    responses((status = 200, description = "A page of tickets; `position` says how far the projection had read", body = TicketPage))
+)]
+pub async fn list_tickets(
+    state: web::Data<AppState>,
+    query: web::Query<TicketQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    if q.limit.is_some_and(|l| !(1..=500).contains(&l)) {
+        return Err(ApiError::bad_field(
+            "limit",
+            "limit must be between 1 and 500",
+        ));
+    }
+    let position = reached(&state, "tickets", q.min_position).await?;
+    let filter = tickets::TicketFilter {
+        status: q.status,
+        assignee: q.assignee,
+        department: q.department,
+        tag: q.tag,
+        channel: q.channel,
+        priority: q.priority,
+        q: q.q,
+        limit: q.limit,
+        cursor: q.cursor,
+    };
+    let page = tickets::list(&state.store.pool(), &filter).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("X-Projection-Position", position.to_string()))
+        .json(TicketPage {
+            items: page.items,
+            next_cursor: page.next_cursor,
+            position,
+        }))
+}
+
+/// The time range of a report: `[from, to)`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReportQuery {
+    /// Start (RFC 3339), inclusive; default 30 days before `to`.
+    pub from: Option<DateTime<Utc>>,
+    /// End (RFC 3339), exclusive; default now.
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// Figures per agent or department.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Report {
+    /// Start of the range.
+    pub from: DateTime<Utc>,
+    /// End of the range.
+    pub to: DateTime<Utc>,
+    /// One row per agent or department.
+    #[schema(value_type = Vec<Object>)]
+    pub rows: Vec<reports::ReportRow>,
+}
+
+fn range(q: &ReportQuery) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
+    let to = q.to.unwrap_or_else(Utc::now);
+    let from = q.from.unwrap_or(to - chrono::Duration::days(30));
+    if from >= to {
+        return Err(ApiError::bad_field("from", "from must be before to"));
+    }
+    Ok((from, to))
+}
+
+/// Per agent: tickets created, replied to, resolved; median first-response
+/// and resolution times; ratings.
+#[utoipa::path(
+    get,
+    path = "/api/v1/reports/agents",
+    tag = "reports",
+    params(ReportQuery),
+    responses((status = 200, description = "Figures per agent", body = Report))
+)]
+pub async fn agent_report(
+    state: web::Data<AppState>,
+    query: web::Query<ReportQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (from, to) = range(&query)?;
+    let rows = reports::agents(&state.store.pool(), from, to).await?;
+    Ok(HttpResponse::Ok().json(Report { from, to, rows }))
+}
+
+/// The same figures per department.
+#[utoipa::path(
+    get,
+    path = "/api/v1/reports/departments",
+    tag = "reports",
+    params(ReportQuery),
+    responses((status = 200, description = "Figures per department", body = Report))
+)]
+pub async fn department_report(
+    state: web::Data<AppState>,
+    query: web::Query<ReportQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (from, to) = range(&query)?;
+    let rows = reports::departments(&state.store.pool(), from, to).await?;
+    Ok(HttpResponse::Ok().json(Report { from, to, rows }))
+}
+
+/// Each projection's position, the log head, the lag and the state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectionList {
+    /// One entry per projection.
+    #[schema(value_type = Vec<Object>)]
+    pub items: Vec<ledgerdesk_projections::ProjectionStatus>,
+}
+
+/// Projection status: position, log head, lag in events and seconds.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/projections",
+    tag = "projections",
+    responses((status = 200, description = "Every projection's status", body = ProjectionList))
+)]
+pub async fn projections(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(ProjectionList {
+        items: state.projector.status().await?,
+    }))
+}
+
+/// A rebuild that was started.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RebuildStarted {
+    /// The projection.
+    pub name: String,
+    /// Always `rebuilding`; follow it in `GET /admin/projections`.
+    pub state: String,
+}
+
+/// Rebuild a projection from the whole log into shadow tables while the
+/// live one keeps serving, then swap them in atomically. Runs in the
+/// background.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/projections/{name}/rebuild",
+    tag = "projections",
+    params(("name" = String, Path, description = "tickets, audit, presence or reports")),
+    responses(
+        (status = 202, description = "The rebuild started", body = RebuildStarted),
+        (status = 404, description = "No such projection", body = crate::error::Problem)
+    )
+)]
+pub async fn rebuild(
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let name = name.into_inner();
+    if !state.projector.names().contains(&name.as_str()) {
+        return Err(ProjectionError::UnknownProjection(name).into());
+    }
+    let projector = state.projector.clone();
+    let task_name = name.clone();
+    tokio::spawn(async move {
+        if let Err(e) = projector.rebuild(&task_name, |_, _| {}).await {
+            tracing::error!(projection = %task_name, error = %e, "rebuild failed");
+        }
+    });
+    Ok(HttpResponse::Accepted().json(RebuildStarted {
+        name,
+        state: "rebuilding".into(),
+    }))
+}
