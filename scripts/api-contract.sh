@@ -36,6 +36,7 @@ trap cleanup EXIT
 
 LEDGERDESK__DATABASE__URL="sqlite://$work/contract.db" \
 LEDGERDESK__HTTP__BIND="127.0.0.1:$port" \
+LEDGERDESK__AUDIT__SIGNING_KEY_FILE="$work/checkpoint.key" \
 LEDGERDESK__BOOTSTRAP__ADMIN_EMAIL="admin@contract.example" \
 LEDGERDESK__BOOTSTRAP__ADMIN_PASSWORD="$password" \
 LEDGERDESK__FILES__DIR="$work/files" \
