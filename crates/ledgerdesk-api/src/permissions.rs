@@ -57,6 +57,7 @@ pub const PERMISSIONS: &[Permission] = &[
     p("PUT", "/api/v1/users/{id}/state", STAFF),
     p("POST", "/api/v1/departments", ADMIN),
     p("GET", "/api/v1/departments", ALL),
+    p("PATCH", "/api/v1/departments/{id}", ADMIN),
     p("POST", "/api/v1/tickets", STAFF),
     p("GET", "/api/v1/tickets", ALL),
     p("GET", "/api/v1/reports/agents", READERS),

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use crate::db::DepartmentRow;
 use crate::error::ApiError;
 use crate::extract::{Cx, Json};
-use crate::routes::{etag, CommandResult, Page};
+use crate::routes::{etag, CommandResult, IdPath, Page};
 use crate::state::AppState;
 
 /// A new department.
@@ -85,4 +85,95 @@ pub async fn list(
         limit,
         offset,
     }))
+}
+
+/// Changes to a department; send at least one field.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateDepartment {
+    /// A new name.
+    pub name: Option<String>,
+    /// `false` stops filing and transferring tickets to it; `true` resumes.
+    pub active: Option<bool>,
+}
+
+/// Rename, deactivate or reactivate a department (admins).
+#[utoipa::path(
+    patch,
+    path = "/api/v1/departments/{id}",
+    tag = "departments",
+    params(IdPath),
+    request_body = UpdateDepartment,
+    responses((status = 200, description = "Changed", body = CommandResult, headers(("ETag" = String))))
+)]
+pub async fn update(
+    state: web::Data<AppState>,
+    cx: Cx,
+    path: web::Path<IdPath>,
+    Json(body): Json<UpdateDepartment>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.id;
+    let Some((current, _)) = state.helpdesk.department(id).await? else {
+        return Err(ApiError::NotFound {
+            code: "department_not_found",
+            detail: format!("department {id} does not exist"),
+        });
+    };
+    if body.name.is_none() && body.active.is_none() {
+        return Err(ApiError::unprocessable(
+            "no_change",
+            "department",
+            "send at least one of name, active",
+        ));
+    }
+    // Each change is its own event; If-Match guards the first one.
+    let mut expected = cx.if_match;
+    let mut outcome = None;
+    if let Some(name) = body.name {
+        let done = state
+            .helpdesk
+            .rename_department(&cx.actor, id, input::DepartmentRename { name }, expected)
+            .await?;
+        expected = Some(done.version);
+        outcome = Some(done);
+    }
+    match body.active {
+        Some(false) if !current.deactivated => {
+            outcome = Some(
+                state
+                    .helpdesk
+                    .deactivate_department(&cx.actor, id, expected)
+                    .await?,
+            );
+        }
+        Some(true) if current.deactivated => {
+            outcome = Some(
+                state
+                    .helpdesk
+                    .reactivate_department(&cx.actor, id, expected)
+                    .await?,
+            );
+        }
+        _ => {}
+    }
+    let Some(outcome) = outcome else {
+        return Err(ApiError::unprocessable(
+            "no_change",
+            "active",
+            "the department is already in that state",
+        ));
+    };
+    if let Some((department, _)) = state.helpdesk.department(id).await? {
+        state
+            .db
+            .insert_department(&DepartmentRow {
+                id,
+                name: department.name,
+                active: !department.deactivated,
+            })
+            .await?;
+    }
+    Ok(HttpResponse::Ok()
+        .insert_header((actix_web::http::header::ETAG, etag(outcome.version)))
+        .json(CommandResult::from(outcome)))
 }

@@ -166,6 +166,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(post().to(departments::create))
                 .route(get().to(departments::list)),
         )
+        .service(resource("/api/v1/departments/{id}").route(patch().to(departments::update)))
         .service(
             resource("/api/v1/tickets")
                 .route(post().to(tickets::create))
