@@ -202,6 +202,7 @@ fn complete(method: &str, path: &str, op: &mut Map<String, Value>) {
         .map(std::mem::take)
         .unwrap_or_default();
     let mut parameters = parameters;
+    let has_query = parameters.iter().any(|p| p["in"] == "query");
     if protected {
         op.insert("security".into(), json!([{ "bearer": [] }]));
     }
@@ -232,13 +233,7 @@ fn complete(method: &str, path: &str, op: &mut Map<String, Value>) {
     let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
         return;
     };
-    if has_body
-        || has_path_param
-        || if_match
-        || (protected && writes)
-        || path.ends_with("/users")
-        || path.ends_with("/departments")
-    {
+    if has_body || has_path_param || if_match || (protected && writes) || has_query {
         add_response(responses, "400", "Malformed input: bad JSON, a wrong type, a bad path, query or header value (field names it)");
     }
     if protected {

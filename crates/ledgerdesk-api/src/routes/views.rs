@@ -241,10 +241,7 @@ pub struct RebuildStarted {
     path = "/api/v1/admin/projections/{name}/rebuild",
     tag = "projections",
     params(("name" = String, Path, description = "tickets, audit, presence or reports")),
-    responses(
-        (status = 202, description = "The rebuild started", body = RebuildStarted),
-        (status = 404, description = "No such projection", body = crate::error::Problem)
-    )
+    responses((status = 202, description = "The rebuild started", body = RebuildStarted))
 )]
 pub async fn rebuild(
     state: web::Data<AppState>,
