@@ -119,17 +119,10 @@ impl Projection for ReportsProjection {
     ) -> Result<(), ProjectionError> {
         let tickets_table = names.table("report_tickets");
         let facts_table = names.table("report_facts");
-        let ids: BTreeSet<String> = events
-            .iter()
-            .filter_map(|e| match &e.domain {
-                Some(AnyEvent::Ticket(t)) => Some(t.ticket_id().to_string()),
-                _ => None,
-            })
-            .collect();
+        let ids = crate::runner::ticket_ids(events);
         if ids.is_empty() {
             return Ok(());
         }
-        let ids: Vec<String> = ids.into_iter().collect();
         let mut state: HashMap<Uuid, TicketFacts> = tx
             .fetch_in::<TicketFactsRow>(
                 &format!(

@@ -52,6 +52,19 @@ pub struct Event {
     pub domain: Option<AnyEvent>,
 }
 
+/// The ticket ids a page of events touches, sorted and without repeats: the
+/// rows a ticket-keyed projection loads before applying the page.
+pub(crate) fn ticket_ids(events: &[Event]) -> Vec<String> {
+    let ids: std::collections::BTreeSet<String> = events
+        .iter()
+        .filter_map(|e| match &e.domain {
+            Some(AnyEvent::Ticket(t)) => Some(t.ticket_id().to_string()),
+            _ => None,
+        })
+        .collect();
+    ids.into_iter().collect()
+}
+
 impl Event {
     /// Decode `record`; the domain event only if `want` is true.
     pub fn decode(record: RecordedEvent, want: bool) -> Self {

@@ -214,17 +214,10 @@ impl Projection for TicketsProjection {
     ) -> Result<(), ProjectionError> {
         let table = names.table("tickets");
         let tags_table = names.table("ticket_tags");
-        let ids: BTreeSet<String> = events
-            .iter()
-            .filter_map(|e| match &e.domain {
-                Some(AnyEvent::Ticket(t)) => Some(t.ticket_id().to_string()),
-                _ => None,
-            })
-            .collect();
+        let ids = crate::runner::ticket_ids(events);
         if ids.is_empty() {
             return Ok(());
         }
-        let ids: Vec<String> = ids.into_iter().collect();
         let select = format!("SELECT {} FROM {table} WHERE id IN", COLUMNS.join(", "));
         let mut state: HashMap<Uuid, TicketRow> = tx
             .fetch_in::<TicketRow>(&select, &ids)
