@@ -421,26 +421,52 @@ async fn checkpoints_after_every_n_events(db: &TestDb) {
             let _ = stopped.await;
         }),
     );
-    // The first one at start (no checkpoint yet), then one per 50 events.
-    append(store.as_ref(), 120, 20).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let latest = latest_checkpoint(store.as_ref()).await.unwrap();
-        if latest.is_some_and(|c| c.tree_size >= 100) {
-            break;
+    // Each step waits for its checkpoint before appending more: a signing
+    // that overlaps an append covers whatever had landed by then, so
+    // appending everything at once makes the sizes depend on timing.
+    let wait_for = |size: u64| {
+        let store = store.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let latest = latest_checkpoint(store.as_ref()).await.unwrap();
+                if let Some(c) = latest.filter(|c| c.tree_size >= size) {
+                    return c;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no checkpoint of size {size}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no checkpoint by count"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    };
+    // No checkpoint yet, so the first one comes at start, of the empty log.
+    assert_eq!(wait_for(0).await.tree_size, 0);
+    append(store.as_ref(), 49, 7).await;
+    // One short of the count: nothing new is signed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        latest_checkpoint(store.as_ref())
+            .await
+            .unwrap()
+            .unwrap()
+            .tree_size,
+        0
+    );
+    append(store.as_ref(), 1, 1).await;
+    assert_eq!(wait_for(50).await.tree_size, 50);
+    append(store.as_ref(), 50, 10).await;
+    assert_eq!(wait_for(100).await.tree_size, 100);
     stop.send(()).unwrap();
     task.await.unwrap();
-    let cps = checkpoints(store.as_ref(), CheckpointRange::default())
+    let sizes: Vec<u64> = checkpoints(store.as_ref(), CheckpointRange::default())
         .await
-        .unwrap();
-    assert!(cps.windows(2).all(|w| w[0].tree_size <= w[1].tree_size));
+        .unwrap()
+        .iter()
+        .map(|c| c.tree_size)
+        .collect();
+    assert_eq!(sizes, vec![0, 50, 100]);
 }
 
 async fn bundles_verify_and_name_tampering(db: &TestDb) {
