@@ -375,6 +375,12 @@ async fn bench(name: &str, db: Db, postgres: bool, read_events: usize) {
 
 #[tokio::main]
 async fn main() {
+    // `cargo test --all-targets` (make test) runs bench targets too, without
+    // `--bench`: measure only under `cargo bench`.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("benchmark skipped: run it with cargo bench (make bench)");
+        return;
+    }
     let read_events: usize = std::env::var("BENCH_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())
