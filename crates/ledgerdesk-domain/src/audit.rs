@@ -39,6 +39,17 @@ pub struct Change {
     pub after: Option<Value>,
 }
 
+impl Audit {
+    /// The changes as the audit view and ticket history show them:
+    /// `[{"field", "before", "after"}]`.
+    pub fn changes_json(&self) -> Value {
+        self.changes
+            .iter()
+            .map(|c| json!({"field": c.field, "before": c.before, "after": c.after}))
+            .collect()
+    }
+}
+
 impl Change {
     fn new(field: &str, before: Option<Value>, after: Option<Value>) -> Self {
         Change {
@@ -489,6 +500,33 @@ fn user(event: &UserEvent) -> Audit {
             &c::GENERAL_ACTION,
             format!("{}: {}", one_line(action), one_line(description)),
             Vec::new(),
+        ),
+        E::AuditSearched { query, live, .. } => (
+            &c::AUDIT_SEARCHED,
+            match (live, query.is_empty()) {
+                (false, true) => "Searched the audit log without filters".to_string(),
+                (false, false) => format!("Searched the audit log: {}", one_line(query)),
+                (true, true) => "Followed the live audit log without filters".to_string(),
+                (true, false) => format!("Followed the live audit log: {}", one_line(query)),
+            },
+            vec![Change::set("query", query.as_str())],
+        ),
+        E::AuditExported { query, format, .. } => (
+            &c::AUDIT_EXPORTED,
+            if query.is_empty() {
+                format!("Exported the whole audit log as {format}")
+            } else {
+                format!("Exported the audit log as {format}: {}", one_line(query))
+            },
+            vec![
+                Change::set("query", query.as_str()),
+                Change::set("format", format.as_str()),
+            ],
+        ),
+        E::PersonalDataErased { subject, .. } => (
+            &c::PERSONAL_DATA_ERASED,
+            format!("Erased the personal data of data subject {subject}"),
+            vec![Change::set("subject", subject.to_string().as_str())],
         ),
     };
     Audit {

@@ -37,6 +37,9 @@ actions! {
     USER_VIEWING_TICKET = "user.viewing_ticket", "User – Viewing ticket", "A user opened a ticket.";
     USER_LEFT_TICKET = "user.left_ticket", "User – Left ticket", "A user left a ticket.";
     GENERAL_ACTION = "user.general_action", "General Action", "An action outside tickets, e.g. by an integration.";
+    AUDIT_SEARCHED = "user.audit_searched", "Audit – Searched", "A user searched the audit log or followed it live.";
+    AUDIT_EXPORTED = "user.audit_exported", "Audit – Exported", "A user exported the audit log as CSV or NDJSON.";
+    PERSONAL_DATA_ERASED = "user.personal_data_erased", "Privacy – Personal data erased", "A data subject's personal data was erased (its key destroyed).";
     TICKET_CREATED = "ticket.created", "Ticket – Created", "A ticket was opened.";
     TICKET_STATUS = "ticket.status_changed", "Ticket – Status", "A ticket's status changed (including reopening).";
     TICKET_MESSAGE = "ticket.message_added", "Ticket – Message", "A customer's message or a reply to the customer.";

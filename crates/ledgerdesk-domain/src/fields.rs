@@ -35,6 +35,8 @@ pub mod limits {
     pub const ACTION_NAME_MAX: usize = 100;
     /// Descriptions of "other" and general actions.
     pub const DESCRIPTION_MAX: usize = 1_000;
+    /// Audit queries recorded with an audit search or export.
+    pub const AUDIT_QUERY_MAX: usize = 4_000;
     /// System message text.
     pub const SYSTEM_TEXT_MAX: usize = 2_000;
     /// Setting keys.

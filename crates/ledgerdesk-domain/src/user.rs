@@ -110,6 +110,18 @@ pub enum UserCommand {
         /// Description; keep personal data out.
         description: String,
     },
+    /// The user searched, exported or followed the audit log.
+    RecordAuditAccess {
+        /// The filters, as a query string (empty: everything).
+        query: String,
+        /// `json` (a page), `stream` (live), `csv` or `ndjson` (an export).
+        format: String,
+    },
+    /// The user erased a data subject's personal data (crypto-shredding).
+    RecordErasure {
+        /// The data subject.
+        subject: Uuid,
+    },
 }
 
 /// Something that happened to a user.
@@ -202,6 +214,34 @@ pub enum UserEvent {
         /// Description.
         description: String,
     },
+    /// `user.audit_searched`: a page of the audit log, or its live stream.
+    #[serde(rename = "user.audit_searched")]
+    AuditSearched {
+        /// Who looked.
+        user_id: Uuid,
+        /// With which filters (the audit query language; empty: all).
+        query: String,
+        /// Whether it was the live stream.
+        live: bool,
+    },
+    /// `user.audit_exported`: the whole filtered audit log, downloaded.
+    #[serde(rename = "user.audit_exported")]
+    AuditExported {
+        /// Who exported.
+        user_id: Uuid,
+        /// With which filters.
+        query: String,
+        /// `csv` or `ndjson`.
+        format: String,
+    },
+    /// `user.personal_data_erased`: the user destroyed a data subject's key.
+    #[serde(rename = "user.personal_data_erased")]
+    PersonalDataErased {
+        /// The admin who erased.
+        user_id: Uuid,
+        /// Whose data: from then on it reads `[erased]` everywhere.
+        subject: Uuid,
+    },
 }
 
 /// User event types and their current schema versions.
@@ -215,6 +255,9 @@ pub const EVENT_TYPES: &[(&str, u32)] = &[
     ("user.viewing_ticket", 1),
     ("user.left_ticket", 1),
     ("user.general_action", 1),
+    ("user.audit_searched", 1),
+    ("user.audit_exported", 1),
+    ("user.personal_data_erased", 1),
 ];
 
 impl UserEvent {
@@ -229,7 +272,10 @@ impl UserEvent {
             | UserEvent::StateChanged { user_id, .. }
             | UserEvent::ViewingTicket { user_id, .. }
             | UserEvent::LeftTicket { user_id, .. }
-            | UserEvent::GeneralAction { user_id, .. } => *user_id,
+            | UserEvent::GeneralAction { user_id, .. }
+            | UserEvent::AuditSearched { user_id, .. }
+            | UserEvent::AuditExported { user_id, .. }
+            | UserEvent::PersonalDataErased { user_id, .. } => *user_id,
         }
     }
 }
@@ -246,6 +292,9 @@ impl DomainEvent for UserEvent {
             UserEvent::ViewingTicket { .. } => "user.viewing_ticket",
             UserEvent::LeftTicket { .. } => "user.left_ticket",
             UserEvent::GeneralAction { .. } => "user.general_action",
+            UserEvent::AuditSearched { .. } => "user.audit_searched",
+            UserEvent::AuditExported { .. } => "user.audit_exported",
+            UserEvent::PersonalDataErased { .. } => "user.personal_data_erased",
         }
     }
 
@@ -470,7 +519,11 @@ impl Aggregate for User {
             UserEvent::LeftTicket { ticket_id, .. } => {
                 self.viewing.remove(ticket_id);
             }
-            UserEvent::LoginFailed { .. } | UserEvent::GeneralAction { .. } => {}
+            UserEvent::LoginFailed { .. }
+            | UserEvent::GeneralAction { .. }
+            | UserEvent::AuditSearched { .. }
+            | UserEvent::AuditExported { .. }
+            | UserEvent::PersonalDataErased { .. } => {}
         }
         self
     }
@@ -578,6 +631,40 @@ impl Aggregate for User {
                     description: fields::line("description", description, limits::DESCRIPTION_MAX)?,
                 }])
             }
+            C::RecordAuditAccess { query, format } => {
+                let user_id = self.acting()?;
+                let query = query.trim().to_string();
+                if query.chars().count() > limits::AUDIT_QUERY_MAX {
+                    return Err(FieldError::TooLong {
+                        field: "query",
+                        max: limits::AUDIT_QUERY_MAX,
+                    }
+                    .into());
+                }
+                Ok(vec![match format.as_str() {
+                    "json" | "stream" => E::AuditSearched {
+                        user_id,
+                        query,
+                        live: format == "stream",
+                    },
+                    "csv" | "ndjson" => E::AuditExported {
+                        user_id,
+                        query,
+                        format: format.clone(),
+                    },
+                    _ => {
+                        return Err(FieldError::Malformed {
+                            field: "format",
+                            problem: "must be json, stream, csv or ndjson",
+                        }
+                        .into())
+                    }
+                }])
+            }
+            C::RecordErasure { subject } => Ok(vec![E::PersonalDataErased {
+                user_id: self.acting()?,
+                subject: *subject,
+            }]),
         }
     }
 }
@@ -758,6 +845,67 @@ mod tests {
                 user_id: U,
                 reason: "account deactivated".into(),
             }]);
+    }
+
+    #[test]
+    fn audit_access_and_erasure_are_recorded_on_the_actor() {
+        given::<User>([created()])
+            .when(C::RecordAuditAccess {
+                query: " action:ticket.status_changed ".into(),
+                format: "json".into(),
+            })
+            .then_events(vec![E::AuditSearched {
+                user_id: U,
+                query: "action:ticket.status_changed".into(),
+                live: false,
+            }]);
+        given::<User>([created()])
+            .when(C::RecordAuditAccess {
+                query: String::new(),
+                format: "stream".into(),
+            })
+            .then_events(vec![E::AuditSearched {
+                user_id: U,
+                query: String::new(),
+                live: true,
+            }]);
+        given::<User>([created()])
+            .when(C::RecordAuditAccess {
+                query: "q".into(),
+                format: "csv".into(),
+            })
+            .then_events(vec![E::AuditExported {
+                user_id: U,
+                query: "q".into(),
+                format: "csv".into(),
+            }]);
+        given::<User>([created()])
+            .when(C::RecordAuditAccess {
+                query: "q".into(),
+                format: "xml".into(),
+            })
+            .then_error(UserError::Field(FieldError::Malformed {
+                field: "format",
+                problem: "must be json, stream, csv or ndjson",
+            }));
+        given::<User>([created()])
+            .when(C::RecordAuditAccess {
+                query: "x".repeat(limits::AUDIT_QUERY_MAX + 1),
+                format: "json".into(),
+            })
+            .then_error(UserError::Field(FieldError::TooLong {
+                field: "query",
+                max: limits::AUDIT_QUERY_MAX,
+            }));
+        given::<User>([created()])
+            .when(C::RecordErasure { subject: TICKET })
+            .then_events(vec![E::PersonalDataErased {
+                user_id: U,
+                subject: TICKET,
+            }]);
+        given::<User>(deactivated())
+            .when(C::RecordErasure { subject: TICKET })
+            .then_error(UserError::Deactivated);
     }
 
     #[test]

@@ -342,6 +342,9 @@ fn user_command() -> impl Strategy<Value = UserCommand> {
             action,
             description
         }),
+        (word(), one_of(&["json", "stream", "csv", "ndjson", "xml"]))
+            .prop_map(|(query, format)| C::RecordAuditAccess { query, format }),
+        (1u128..4).prop_map(|s| C::RecordErasure { subject: id(s) }),
     ]
 }
 

@@ -305,7 +305,11 @@ impl Projection for PresenceProjection {
                     }
                     viewing_dirty.insert(id);
                 }
-                UserEvent::LoginFailed { .. } | UserEvent::GeneralAction { .. } => {}
+                UserEvent::LoginFailed { .. }
+                | UserEvent::GeneralAction { .. }
+                | UserEvent::AuditSearched { .. }
+                | UserEvent::AuditExported { .. }
+                | UserEvent::PersonalDataErased { .. } => {}
             }
         }
         let rows = agents
