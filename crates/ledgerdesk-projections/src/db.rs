@@ -235,6 +235,17 @@ pub async fn begin(pool: &DbPool) -> Result<Tx, sqlx::Error> {
     })
 }
 
+/// Begin a transaction that reads before it writes. On SQLite it takes the
+/// write lock at once: a deferred one could not upgrade once another
+/// connection had committed (SQLITE_BUSY_SNAPSHOT, which no busy timeout
+/// waits out), so a rebuild's pages failed while the live worker ran.
+pub async fn begin_write(pool: &DbPool) -> Result<Tx, sqlx::Error> {
+    Ok(match pool {
+        DbPool::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+        DbPool::Postgres(p) => Tx::Postgres(p.begin().await?),
+    })
+}
+
 impl Tx {
     /// Its dialect.
     pub fn dialect(&self) -> Dialect {
@@ -496,6 +507,19 @@ impl Where {
         }
         let ps: Vec<String> = values.into_iter().map(|v| self.arg(v)).collect();
         self.and(format!("{column} IN ({})", ps.join(", ")));
+    }
+
+    /// `column NOT IN (…)` for a non-empty list; rows where `column` is
+    /// NULL stay in.
+    pub fn none_of(&mut self, column: &str, values: Vec<Arg>) {
+        if values.is_empty() {
+            return;
+        }
+        let ps: Vec<String> = values.into_iter().map(|v| self.arg(v)).collect();
+        self.and(format!(
+            "({column} IS NULL OR {column} NOT IN ({}))",
+            ps.join(", ")
+        ));
     }
 
     /// `WHERE …` or nothing.

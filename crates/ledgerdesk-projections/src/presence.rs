@@ -206,7 +206,7 @@ impl Projection for PresenceProjection {
         TABLES
     }
 
-    fn wants(&self, stream_type: &str) -> bool {
+    fn wants(&self, stream_type: &str, _: &str) -> bool {
         stream_type == "user"
     }
 

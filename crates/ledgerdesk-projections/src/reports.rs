@@ -107,7 +107,7 @@ impl Projection for ReportsProjection {
         TABLES
     }
 
-    fn wants(&self, stream_type: &str) -> bool {
+    fn wants(&self, stream_type: &str, _: &str) -> bool {
         stream_type == "ticket"
     }
 

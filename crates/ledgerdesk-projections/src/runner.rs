@@ -129,10 +129,10 @@ pub trait Projection: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// The tables it owns (created by the migration; shadowed on rebuild).
     fn tables(&self) -> &'static [Table];
-    /// Whether events of this stream type matter (others are skipped
-    /// without decoding; the checkpoint still moves past them).
-    fn wants(&self, stream_type: &str) -> bool {
-        let _ = stream_type;
+    /// Whether events of this stream and event type matter (others are
+    /// skipped without decoding; the checkpoint still moves past them).
+    fn wants(&self, stream_type: &str, event_type: &str) -> bool {
+        let _ = (stream_type, event_type);
         true
     }
     /// Apply a page of events, in position order, inside `tx`.
@@ -322,7 +322,7 @@ impl Projector {
             .flat_map(|p| p.tables().iter().copied())
             .collect();
         let names = self.names();
-        let mut tx = db::begin(&pool).await?;
+        let mut tx = db::begin_write(&pool).await?;
         for t in tables {
             if !table_exists(&mut tx, t.name.to_owned()).await? {
                 tx.batch(&t.create_table(dialect, t.name)).await?;
@@ -390,10 +390,14 @@ impl Projector {
         let n = records.len();
         let events: Vec<Event> = records
             .into_iter()
-            .filter(|r| p.wants(&r.stream_type))
+            .filter(|r| p.wants(&r.stream_type, &r.event_type))
             .map(|r| Event::decode(r, true))
             .collect();
-        let mut tx = db::begin(pool).await?;
+        let mut tx = if checkpoint {
+            db::begin(pool).await?
+        } else {
+            db::begin_write(pool).await?
+        };
         // The checkpoint first: it takes the row lock (PostgreSQL) or the
         // write lock (SQLite) before any read-model row is touched.
         if checkpoint {

@@ -1,6 +1,14 @@
 //! Tables as DDL templates. The same text creates the live tables (the
-//! `0003_read_models.sql` migrations hold exactly [`migration_sql`]), the
-//! shadow tables of a rebuild and the tables of an as-of file.
+//! newest read-model migration, [`MIGRATION`], holds exactly
+//! [`migration_sql`]), the shadow tables of a rebuild and the tables of an
+//! as-of file.
+//!
+//! Read models are derived, so a schema change never alters them in place:
+//! it ships as a new migration that drops every read-model table and creates
+//! them afresh. The workers then find their checkpoints at 0 and rebuild
+//! from the log, which also fills columns that did not exist before. Older
+//! read-model migrations stay as they were applied (sqlx checks their
+//! checksums on every start).
 //!
 //! Templates use `{int}` / `{real}` for the dialect's type names and
 //! `{t}` for the table's (possibly suffixed) name.
@@ -51,17 +59,29 @@ pub const CHECKPOINTS: Table = Table {
     indexes: &[],
 };
 
-/// The read-model part of the schema: what the `0003_read_models.sql`
-/// migration of `dialect` creates.
+/// The file name, under `migrations/{sqlite,postgres}/`, of the newest
+/// read-model migration.
+pub const MIGRATION: &str = "0030_read_models.sql";
+
+/// The read-model part of the schema: what [`MIGRATION`] of `dialect` runs.
+/// It drops the tables an earlier migration created, then creates the
+/// current ones.
 pub fn migration_sql(dialect: Dialect) -> String {
+    let tables: Vec<Table> = std::iter::once(CHECKPOINTS)
+        .chain(
+            crate::runner::builtin()
+                .iter()
+                .flat_map(|p| p.tables().iter().copied()),
+        )
+        .collect();
     let mut sql = String::new();
-    sql.push_str(&CHECKPOINTS.create_table(dialect, CHECKPOINTS.name));
-    for p in crate::runner::builtin() {
-        for t in p.tables() {
-            sql.push('\n');
-            sql.push_str(&t.create_table(dialect, t.name));
-            sql.push_str(&t.create_indexes(t.name, ""));
-        }
+    for t in tables.iter().rev() {
+        sql.push_str(&format!("DROP TABLE IF EXISTS {};\n", t.name));
+    }
+    for t in &tables {
+        sql.push('\n');
+        sql.push_str(&t.create_table(dialect, t.name));
+        sql.push_str(&t.create_indexes(t.name, ""));
     }
     sql
 }
@@ -75,6 +95,9 @@ mod tests {
 -- (docs/projections.md). Generated from crates/ledgerdesk-projections
 -- (schema::migration_sql); a unit test keeps the two identical.
 -- Timestamps are microseconds since the Unix epoch (UTC), ids are UUID text.
+-- Replaces the tables of 0003_read_models.sql (added: tickets.data_subject
+-- for erasure, the audit_log (actor_id, action, position) index). Checkpoints
+-- start again at 0, so the projection workers rebuild every table from the log.
 ";
 
     fn strip(sql: &str) -> String {
@@ -92,7 +115,7 @@ mod tests {
         if std::env::var_os("LEDGERDESK_WRITE_MIGRATIONS").is_some() {
             for (dir, dialect) in [("sqlite", Dialect::Sqlite), ("postgres", Dialect::Postgres)] {
                 let path = format!(
-                    "{}/../../migrations/{dir}/0003_read_models.sql",
+                    "{}/../../migrations/{dir}/{MIGRATION}",
                     env!("CARGO_MANIFEST_DIR")
                 );
                 std::fs::write(path, format!("{HEADER}\n{}", migration_sql(dialect))).unwrap();
@@ -101,11 +124,11 @@ mod tests {
         let files = [
             (
                 Dialect::Sqlite,
-                include_str!("../../../migrations/sqlite/0003_read_models.sql"),
+                include_str!("../../../migrations/sqlite/0030_read_models.sql"),
             ),
             (
                 Dialect::Postgres,
-                include_str!("../../../migrations/postgres/0003_read_models.sql"),
+                include_str!("../../../migrations/postgres/0030_read_models.sql"),
             ),
         ];
         for (dialect, file) in files {
@@ -113,7 +136,7 @@ mod tests {
             assert_eq!(
                 strip(file),
                 strip(&expected),
-                "migrations/{dialect:?}/0003_read_models.sql is out of date; it should read:\n{expected}"
+                "migrations/{dialect:?}/{MIGRATION} is out of date; it should read:\n{expected}"
             );
         }
     }

@@ -8,8 +8,9 @@ use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use ledgerdesk_domain::pii::ERASED;
 use ledgerdesk_domain::ticket::{Direction, Status};
-use ledgerdesk_domain::{AnyEvent, TicketEvent};
+use ledgerdesk_domain::{AnyEvent, TicketEvent, UserEvent};
 use ledgerdesk_store::DbPool;
 use serde::Serialize;
 use uuid::Uuid;
@@ -31,6 +32,7 @@ const TABLES: &[Table] = &[
     channel           TEXT NOT NULL,
     requester_name    TEXT,                 -- personal (pii)
     requester_email   TEXT,                 -- personal (pii)
+    data_subject      TEXT,                 -- whose personal data the row holds (erasure)
     assignee          TEXT,
     department        TEXT,
     tags              TEXT NOT NULL,        -- JSON array, sorted
@@ -50,6 +52,7 @@ const TABLES: &[Table] = &[
             ("tickets_status", "status, updated_at"),
             ("tickets_assignee", "assignee, updated_at"),
             ("tickets_department", "department, updated_at"),
+            ("tickets_data_subject", "data_subject"),
         ],
     },
     Table {
@@ -71,6 +74,7 @@ const COLUMNS: &[&str] = &[
     "channel",
     "requester_name",
     "requester_email",
+    "data_subject",
     "assignee",
     "department",
     "tags",
@@ -103,6 +107,8 @@ pub struct TicketRow {
     pub requester_name: Option<String>,
     /// Requester's email (personal data).
     pub requester_email: Option<String>,
+    /// The requester as a data subject: `POST /admin/erasure` takes this id.
+    pub data_subject: Option<Uuid>,
     /// Assigned agent.
     pub assignee: Option<Uuid>,
     /// Department.
@@ -142,6 +148,7 @@ impl Record for TicketRow {
             channel: r.text("channel")?.unwrap_or_default(),
             requester_name: r.text("requester_name")?,
             requester_email: r.text("requester_email")?,
+            data_subject: r.uuid("data_subject")?,
             assignee: r.uuid("assignee")?,
             department: r.uuid("department")?,
             tags: r
@@ -163,6 +170,19 @@ impl Record for TicketRow {
 }
 
 impl TicketRow {
+    /// Replace the personal fields, as an erasure leaves them.
+    fn scrub(&mut self) {
+        for field in [
+            &mut self.subject,
+            &mut self.requester_name,
+            &mut self.requester_email,
+        ] {
+            if field.is_some() {
+                *field = Some(ERASED.to_owned());
+            }
+        }
+    }
+
     fn args(&self) -> Vec<Arg> {
         vec![
             self.id.into(),
@@ -172,6 +192,7 @@ impl TicketRow {
             self.channel.clone().into(),
             self.requester_name.clone().into(),
             self.requester_email.clone().into(),
+            self.data_subject.into(),
             self.assignee.into(),
             self.department.into(),
             serde_json::to_string(&self.tags).unwrap_or_default().into(),
@@ -202,8 +223,10 @@ impl Projection for TicketsProjection {
         TABLES
     }
 
-    fn wants(&self, stream_type: &str) -> bool {
-        stream_type == "ticket"
+    // And erasures (`user.personal_data_erased`): they must scrub the
+    // personal data this table already copied in clear.
+    fn wants(&self, stream_type: &str, event_type: &str) -> bool {
+        stream_type == "ticket" || event_type == "user.personal_data_erased"
     }
 
     async fn apply(
@@ -215,7 +238,16 @@ impl Projection for TicketsProjection {
         let table = names.table("tickets");
         let tags_table = names.table("ticket_tags");
         let ids = crate::runner::ticket_ids(events);
-        if ids.is_empty() {
+        let erased: Vec<Uuid> = events
+            .iter()
+            .filter_map(|e| match &e.domain {
+                Some(AnyEvent::User(UserEvent::PersonalDataErased { subject, .. })) => {
+                    Some(*subject)
+                }
+                _ => None,
+            })
+            .collect();
+        if ids.is_empty() && erased.is_empty() {
             return Ok(());
         }
         let select = format!("SELECT {} FROM {table} WHERE id IN", COLUMNS.join(", "));
@@ -241,6 +273,13 @@ impl Projection for TicketsProjection {
                 }
             }
         }
+        // Rows of this page may have been read before the key was destroyed.
+        for t in state.values_mut() {
+            if t.data_subject.is_some_and(|s| erased.contains(&s)) {
+                t.scrub();
+                dirty.insert(t.id);
+            }
+        }
         let rows = dirty
             .iter()
             .filter_map(|id| state.get(id))
@@ -248,6 +287,19 @@ impl Projection for TicketsProjection {
             .collect();
         tx.insert(&table, COLUMNS, &upsert_clause(&["id"], COLUMNS), rows)
             .await?;
+        for subject in &erased {
+            tx.execute(
+                &format!(
+                    "UPDATE {table} SET \
+                     subject = CASE WHEN subject IS NULL THEN NULL ELSE $1 END, \
+                     requester_name = CASE WHEN requester_name IS NULL THEN NULL ELSE $1 END, \
+                     requester_email = CASE WHEN requester_email IS NULL THEN NULL ELSE $1 END \
+                     WHERE data_subject = $2"
+                ),
+                vec![Arg::from(ERASED), Arg::from(*subject)],
+            )
+            .await?;
+        }
         if !tags_dirty.is_empty() {
             let keys: Vec<String> = tags_dirty.iter().map(Uuid::to_string).collect();
             tx.delete_in(&tags_table, "ticket_id", &keys).await?;
@@ -293,6 +345,7 @@ fn fold(state: &mut HashMap<Uuid, TicketRow>, e: &Event, ev: &TicketEvent) -> bo
                 channel: channel.as_str().to_owned(),
                 requester_name: pii.text("requester_name"),
                 requester_email: pii.text("requester_email"),
+                data_subject: pii.subject(),
                 assignee: None,
                 department: *department,
                 tags: tags.clone(),

@@ -91,3 +91,46 @@ pub async fn open(url: &str, options: &OpenOptions) -> Result<Arc<dyn EventStore
         Backend::Postgres => Arc::new(postgres::PostgresStore::open(url, options).await?),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every migration that has landed, with the start of its checksum.
+    /// sqlx refuses to open a database whose applied migration has since
+    /// changed, so a landed file is never edited: a schema change is a new
+    /// migration (and a new line here).
+    const LANDED: &[(&str, i64, &str)] = &[
+        ("sqlite", 1, "23ceea5c9778d21d"),
+        ("sqlite", 2, "c6bc9ec32dce640c"),
+        ("sqlite", 3, "2dfd27b703a9d061"),
+        ("sqlite", 4, "968719e9b8badf71"),
+        ("sqlite", 10, "2d38bcf565b42788"),
+        ("sqlite", 20, "fc8e826016dd77e2"),
+        ("sqlite", 30, "d622ac1f696ae2ac"),
+        ("postgres", 1, "7804d3120762023b"),
+        ("postgres", 2, "016a0002a021cc07"),
+        ("postgres", 3, "fa081db32390d0c2"),
+        ("postgres", 4, "968719e9b8badf71"),
+        ("postgres", 10, "373835b11a96177a"),
+        ("postgres", 20, "13262687520a7ed2"),
+        ("postgres", 30, "e0ce9d98308e48f2"),
+    ];
+
+    #[test]
+    fn landed_migrations_are_never_edited() {
+        let mut found = Vec::new();
+        for (dialect, migrator) in [
+            ("sqlite", &crate::sqlite::MIGRATOR),
+            ("postgres", &crate::postgres::MIGRATOR),
+        ] {
+            for m in migrator.iter() {
+                found.push((dialect, m.version, hex::encode(&m.checksum[..8])));
+            }
+        }
+        let found: Vec<(&str, i64, &str)> =
+            found.iter().map(|(d, v, c)| (*d, *v, c.as_str())).collect();
+        assert_eq!(
+            found, LANDED,
+            "a landed migration changed, or a new one is not listed here yet"
+        );
+    }
+}

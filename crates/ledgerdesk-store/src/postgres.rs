@@ -23,7 +23,7 @@ use crate::store::{DbPool, EventStore};
 use crate::writer::{WriteConn, Writer};
 use crate::{sql, OpenOptions, StoreError};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 
 /// The advisory lock every writer holds while it appends ("ledgerdk" in ASCII).
 pub const WRITE_LOCK_KEY: i64 = 0x6c65_6467_6572_646b;

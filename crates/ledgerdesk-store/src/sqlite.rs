@@ -22,7 +22,7 @@ use crate::store::{DbPool, EventStore};
 use crate::writer::{WriteConn, Writer};
 use crate::{sql, OpenOptions, StoreError};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 
 /// Rows per INSERT statement: 11 binds each stays far below SQLite's limit.
 const INSERT_CHUNK: usize = 256;

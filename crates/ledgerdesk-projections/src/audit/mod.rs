@@ -1,8 +1,11 @@
-//! `audit`: one row per event of the log, for the audit view.
+//! `audit`: one row per event of the log, for the audit view, and its
+//! search ([`search`], with the query language in [`query`]).
 //!
 //! Tables: `audit_log` (one row per position) and `audit_actors` (each
 //! user's name and department, kept from user events so a row records the
 //! actor's department at the time of the event).
+
+pub mod query;
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -11,7 +14,7 @@ use chrono::{DateTime, Utc};
 use ledgerdesk_domain::{AnyEvent, UserEvent};
 use ledgerdesk_store::{ActorKind, DbPool};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::db::{self, contains_pattern, upsert_clause, Arg, DbRow, Record, Tx, Where};
@@ -44,6 +47,8 @@ const TABLES: &[Table] = &[
         indexes: &[
             ("audit_log_action", "action, position"),
             ("audit_log_actor", "actor_id, position"),
+            // One agent's one action: the investigator's commonest question.
+            ("audit_log_actor_action", "actor_id, action, position"),
             ("audit_log_department", "actor_department, position"),
             ("audit_log_ticket", "ticket_id, position"),
             ("audit_log_time", "recorded_at"),
@@ -60,7 +65,9 @@ const TABLES: &[Table] = &[
     },
 ];
 
-const COLUMNS: &[&str] = &[
+/// The columns of `audit_log`, in order; [`AuditRow`] serialises under
+/// the same names.
+pub const COLUMNS: &[&str] = &[
     "position",
     "event_id",
     "recorded_at",
@@ -282,17 +289,13 @@ fn row(e: &Event, actors: &HashMap<Uuid, Actor>) -> Vec<Arg> {
     let (action, label, description, ticket_id, changes) = match &e.domain {
         Some(ev) => {
             let a = ev.audit();
-            let changes: Vec<Value> = a
-                .changes
-                .iter()
-                .map(|c| json!({"field": c.field, "before": c.before, "after": c.after}))
-                .collect();
+            let changes = a.changes_json().to_string();
             (
                 a.action.code.to_owned(),
                 a.action.label.to_owned(),
                 a.description,
                 a.ticket_id,
-                Value::Array(changes).to_string(),
+                changes,
             )
         }
         None => (
@@ -325,9 +328,12 @@ fn row(e: &Event, actors: &HashMap<Uuid, Actor>) -> Vec<Arg> {
     ]
 }
 
-/// Filters of [`search`]; they combine with AND, a list matches any of its
-/// values.
-#[derive(Debug, Clone, Default)]
+/// Filters of [`search`]. Different filters combine with AND; a list
+/// matches any of its values, an exclusion list none of them.
+///
+/// [`query::parse`] builds one from the audit query language and
+/// [`query::render`] writes one back as a query string.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditFilter {
     /// Action codes.
     pub actions: Vec<String>,
@@ -335,75 +341,135 @@ pub struct AuditFilter {
     pub actors: Vec<Uuid>,
     /// The actors' departments at the time.
     pub departments: Vec<Uuid>,
-    /// One ticket.
-    pub ticket: Option<Uuid>,
+    /// Tickets.
+    pub tickets: Vec<Uuid>,
+    /// The caller's IP, exactly.
+    pub ips: Vec<String>,
+    /// Texts that must each appear in the description or the changes
+    /// (case-insensitive).
+    pub text: Vec<String>,
+    /// What must not match.
+    pub exclude: Exclusions,
     /// Recorded at or after.
     pub from: Option<DateTime<Utc>>,
     /// Recorded before.
     pub to: Option<DateTime<Utc>>,
-    /// The caller's IP, exactly.
-    pub ip: Option<String>,
-    /// Text in the description or the changes (case-insensitive).
-    pub q: Option<String>,
     /// Page size (default 50, at most 500).
     pub limit: Option<usize>,
-    /// Only rows before this position: the previous page's `next_cursor`.
+    /// Only rows before this position (newest-first paging: the previous
+    /// page's last position).
     pub before_position: Option<u64>,
+    /// Only rows after this position, and oldest first (following the log).
+    pub after_position: Option<u64>,
 }
 
-/// Audit rows matching `filter`, newest first. The cursor is a position, so
-/// pages stay stable while new events arrive.
+/// The negated half of an [`AuditFilter`]: rows matching any of these are
+/// left out. A row without the value (a system action has no actor) is
+/// never left out by it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Exclusions {
+    /// Action codes.
+    pub actions: Vec<String>,
+    /// Actor ids.
+    pub actors: Vec<Uuid>,
+    /// Departments.
+    pub departments: Vec<Uuid>,
+    /// Tickets.
+    pub tickets: Vec<Uuid>,
+    /// IPs.
+    pub ips: Vec<String>,
+    /// Texts.
+    pub text: Vec<String>,
+}
+
+fn uuids(values: &[Uuid]) -> Vec<Arg> {
+    values.iter().map(|v| Arg::from(*v)).collect()
+}
+
+fn texts(values: &[String]) -> Vec<Arg> {
+    values.iter().map(|v| Arg::from(v.as_str())).collect()
+}
+
+impl AuditFilter {
+    fn where_clause(&self) -> Where {
+        let mut w = Where::default();
+        w.any_of("action", texts(&self.actions));
+        w.any_of("actor_id", uuids(&self.actors));
+        w.any_of("actor_department", uuids(&self.departments));
+        w.any_of("ticket_id", uuids(&self.tickets));
+        w.any_of("ip", texts(&self.ips));
+        let x = &self.exclude;
+        w.none_of("action", texts(&x.actions));
+        w.none_of("actor_id", uuids(&x.actors));
+        w.none_of("actor_department", uuids(&x.departments));
+        w.none_of("ticket_id", uuids(&x.tickets));
+        w.none_of("ip", texts(&x.ips));
+        for (terms, negate) in [(&self.text, ""), (&x.text, "NOT ")] {
+            for t in terms.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
+                let p = w.arg(contains_pattern(t));
+                w.and(format!(
+                    "{negate}(LOWER(description) LIKE {p} ESCAPE '\\' OR LOWER(changes) LIKE {p} ESCAPE '\\')"
+                ));
+            }
+        }
+        // `recorded_at` never decreases along the log (the store's writer
+        // takes the later of the clock and the tip's time), so a time bound
+        // is also a position bound. With it the `(…, position)` indexes seek
+        // straight to the period instead of walking back from the newest
+        // row and reading each row's time (docs/benchmarks.md: 10M rows).
+        if let Some(from) = self.from {
+            let p = w.arg(from);
+            w.and(format!(
+                "recorded_at >= {p} AND position >= {}",
+                first_position_at(&p)
+            ));
+        }
+        if let Some(to) = self.to {
+            let p = w.arg(to);
+            w.and(format!(
+                "recorded_at < {p} AND position < {}",
+                first_position_at(&p)
+            ));
+        }
+        if let Some(before) = self.before_position {
+            let p = w.arg(before);
+            w.and(format!("position < {p}"));
+        }
+        if let Some(after) = self.after_position {
+            let p = w.arg(after);
+            w.and(format!("position > {p}"));
+        }
+        w
+    }
+}
+
+/// SQL for the first position recorded at or after the time in
+/// placeholder `p` (past the end when there is none).
+fn first_position_at(p: &str) -> String {
+    format!(
+        "COALESCE((SELECT position FROM audit_log WHERE recorded_at >= {p} \
+         ORDER BY recorded_at, position LIMIT 1), {})",
+        i64::MAX
+    )
+}
+
+/// Audit rows matching `filter`: newest first, or oldest first when
+/// `after_position` is set. The cursor is a position, so pages stay stable
+/// while new events arrive.
 pub async fn search(
     pool: &DbPool,
     filter: &AuditFilter,
 ) -> Result<Page<AuditRow>, ProjectionError> {
     let limit = clamp_limit(filter.limit);
-    let mut w = Where::default();
-    w.any_of(
-        "action",
-        filter
-            .actions
-            .iter()
-            .map(|a| Arg::from(a.as_str()))
-            .collect(),
-    );
-    w.any_of(
-        "actor_id",
-        filter.actors.iter().map(|a| Arg::from(*a)).collect(),
-    );
-    w.any_of(
-        "actor_department",
-        filter.departments.iter().map(|a| Arg::from(*a)).collect(),
-    );
-    if let Some(t) = filter.ticket {
-        let p = w.arg(t);
-        w.and(format!("ticket_id = {p}"));
-    }
-    if let Some(from) = filter.from {
-        let p = w.arg(from);
-        w.and(format!("recorded_at >= {p}"));
-    }
-    if let Some(to) = filter.to {
-        let p = w.arg(to);
-        w.and(format!("recorded_at < {p}"));
-    }
-    if let Some(ip) = &filter.ip {
-        let p = w.arg(ip.as_str());
-        w.and(format!("ip = {p}"));
-    }
-    if let Some(q) = filter.q.as_deref().filter(|q| !q.trim().is_empty()) {
-        let p = w.arg(contains_pattern(q.trim()));
-        w.and(format!(
-            "(LOWER(description) LIKE {p} ESCAPE '\\' OR LOWER(changes) LIKE {p} ESCAPE '\\')"
-        ));
-    }
-    if let Some(before) = filter.before_position {
-        let p = w.arg(before);
-        w.and(format!("position < {p}"));
-    }
+    let mut w = filter.where_clause();
+    let order = if filter.after_position.is_some() {
+        "ASC"
+    } else {
+        "DESC"
+    };
     let pl = w.arg((limit + 1) as i64);
     let sql = format!(
-        "SELECT {} FROM audit_log {} ORDER BY position DESC LIMIT {pl}",
+        "SELECT {} FROM audit_log {} ORDER BY position {order} LIMIT {pl}",
         COLUMNS.join(", "),
         w.sql()
     );
