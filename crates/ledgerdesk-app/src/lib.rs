@@ -17,6 +17,8 @@
 //! - [`input`]: what callers hand to the [`Helpdesk`] methods (client input,
 //!   deserialisable from JSON); [`Actor`] ([`actor`]) is who calls, and
 //!   becomes the store's [`Metadata`](ledgerdesk_store::Metadata).
+//! - [`history`]: a stream as people read it (label, description,
+//!   before/after per event), for ticket history and `ledgerdesk replay`.
 //! - [`subjects`]: data subjects, the random ids that personal data in the log
 //!   is filed under, mapped from emails in a table outside the log.
 //! - [`error`]: [`AppError`], keeping business refusals apart from failures,
@@ -27,6 +29,7 @@ pub mod actor;
 pub mod error;
 pub mod handler;
 pub mod helpdesk;
+pub mod history;
 pub mod input;
 mod locks;
 pub mod seed;
@@ -39,5 +42,6 @@ pub use actor::Actor;
 pub use error::{AppError, DomainRefusal};
 pub use handler::{execute, load, load_range, Committed, Loaded, MAX_ATTEMPTS};
 pub use helpdesk::{Helpdesk, Outcome, PairOutcome};
+pub use history::HistoryEntry;
 pub use ledgerdesk_store::ActorKind;
-pub use vault::{SealedStore, Vault};
+pub use vault::{SealedStore, SubjectStatus, Vault};

@@ -129,6 +129,41 @@ impl Helpdesk {
         self.on_user(actor, user_id, None, true, command).await
     }
 
+    /// Records that `user_id` searched (`json`), followed (`stream`) or
+    /// exported (`csv`, `ndjson`) the audit log with `query`.
+    pub async fn record_audit_access(
+        &self,
+        actor: &Actor,
+        user_id: Uuid,
+        query: &str,
+        format: &str,
+    ) -> Result<Outcome, AppError> {
+        let command = UserCommand::RecordAuditAccess {
+            query: query.to_string(),
+            format: format.to_string(),
+        };
+        self.on_user(actor, user_id, None, true, command).await
+    }
+
+    /// Records that `user_id` erased `subject`'s personal data. The caller
+    /// destroys the key once this is recorded (see `Vault::erase`), so the
+    /// log never lacks the reason for data that reads `[erased]`.
+    pub async fn record_erasure(
+        &self,
+        actor: &Actor,
+        user_id: Uuid,
+        subject: Uuid,
+    ) -> Result<Outcome, AppError> {
+        self.on_user(
+            actor,
+            user_id,
+            None,
+            true,
+            UserCommand::RecordErasure { subject },
+        )
+        .await
+    }
+
     /// Creates a department.
     pub async fn create_department(
         &self,

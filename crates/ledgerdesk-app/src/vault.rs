@@ -34,6 +34,17 @@ use uuid::Uuid;
 
 const ALG: &str = "chacha20poly1305";
 
+/// What the vault knows of one data subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectStatus {
+    /// No personal data of theirs was ever sealed.
+    Unknown,
+    /// Their key exists: their data reads in clear.
+    Held,
+    /// Their key was destroyed.
+    Erased,
+}
+
 /// The per-subject keys.
 #[derive(Debug)]
 pub struct Vault {
@@ -139,6 +150,17 @@ impl Vault {
         )
         .await?;
         Ok(erased > 0)
+    }
+
+    /// Whether the vault holds a key for the subject, erased it, or never
+    /// saw it.
+    pub async fn status(&self, subject: Uuid) -> Result<SubjectStatus, StoreError> {
+        let keys = self.keys(&HashSet::from([subject])).await?;
+        Ok(match keys.get(&subject) {
+            None => SubjectStatus::Unknown,
+            Some(None) => SubjectStatus::Erased,
+            Some(Some(_)) => SubjectStatus::Held,
+        })
     }
 
     /// Whether the subject's key is gone.
