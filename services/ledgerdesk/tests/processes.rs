@@ -275,3 +275,69 @@ async fn sqlite_rebuild_and_as_of_from_the_cli() {
 async fn postgres_rebuild_and_as_of_from_the_cli() {
     rebuild_and_as_of_from_the_cli(Kind::Postgres).await;
 }
+
+/// `ledgerdesk replay`: a ticket's history on the terminal, whole or up to
+/// a position, as text or one JSON object per event.
+async fn replay_prints_a_ticket_history(kind: Kind) {
+    let Some(db) = TestDb::new(kind).await else {
+        return;
+    };
+    let (store, _) = seeded(&db, 500).await;
+    let first = store
+        .read_all(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.event_type == "ticket.created")
+        .unwrap();
+    let events = store
+        .read_stream(&first.stream_id, ledgerdesk_store::StreamRange::all())
+        .await
+        .unwrap();
+    assert!(events.len() >= 3, "a ticket with some life");
+
+    let text = cli(&db, &["replay", &first.stream_id]);
+    assert!(text.contains("Ticket – Created"), "{text}");
+    assert!(
+        text.contains(&format!("{} events of {}", events.len(), first.stream_id)),
+        "{text}"
+    );
+
+    let cut = events[1].position;
+    let json = cli(
+        &db,
+        &[
+            "replay",
+            &first.stream_id,
+            "--at-position",
+            &cut.to_string(),
+            "--json",
+        ],
+    );
+    let lines: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["label"], "Ticket – Created");
+    assert_eq!(lines[1]["position"], cut);
+
+    let missing = Command::new(env!("CARGO_BIN_EXE_ledgerdesk"))
+        .args(["replay", "ticket-00000000-0000-0000-0000-000000000000"])
+        .env("LEDGERDESK__DATABASE__URL", &db.url)
+        .env("LEDGERDESK__LOG__LEVEL", "warn")
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no events"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_replay_prints_a_ticket_history() {
+    replay_prints_a_ticket_history(Kind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_replay_prints_a_ticket_history() {
+    replay_prints_a_ticket_history(Kind::Postgres).await;
+}
