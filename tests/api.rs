@@ -1,15 +1,11 @@
 //! The HTTP API, black-box: the real server on port 0 against a fresh
 //! database (SQLite always, PostgreSQL when LEDGERDESK_TEST_POSTGRES_URL is
-//! set). `TEST_LOG=1` shows the server's logs.
+//! set), started by `ledgerdesk_tests::app`.
 
-use std::sync::Arc;
-
-use ledgerdesk_api::configuration::{LogFormat, Settings};
 use ledgerdesk_api::permissions::{Access, PERMISSIONS};
-use ledgerdesk_api::{telemetry, Application};
-use ledgerdesk_store::{EventStore, RecordedEvent, StreamRange};
+use ledgerdesk_tests::app::*;
 use ledgerdesk_tests::{backend_tests, TestDb};
-use reqwest::{Method, Response, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -27,183 +23,6 @@ backend_tests!(
     users_departments_settings_and_activity,
     operations_endpoints_answer,
 );
-
-const ADMIN_EMAIL: &str = "admin@desk.example";
-const ADMIN_PASSWORD: &str = "admin-password-1";
-const MAX_FAILED: u32 = 3;
-
-struct TestApp {
-    base: String,
-    client: reqwest::Client,
-    store: Arc<dyn EventStore>,
-    admin: String,
-    _files: TempDir,
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-async fn spawn_app(db: &TestDb) -> TestApp {
-    if std::env::var("TEST_LOG").is_ok() {
-        telemetry::init(LogFormat::Pretty, "debug", std::io::stderr);
-    }
-    let files = std::env::temp_dir().join(format!("ledgerdesk-files-{}", Uuid::now_v7().simple()));
-    std::fs::create_dir_all(&files).expect("temp dir");
-    let settings = Settings::from_vars([
-        ("LEDGERDESK__DATABASE__URL", db.url.clone()),
-        ("LEDGERDESK__DATABASE__MAX_CONNECTIONS", "4".into()),
-        ("LEDGERDESK__HTTP__BIND", "127.0.0.1:0".into()),
-        ("LEDGERDESK__HTTP__WORKERS", "2".into()),
-        ("LEDGERDESK__HTTP__MAX_JSON_BYTES", "16384".into()),
-        ("LEDGERDESK__BOOTSTRAP__ADMIN_EMAIL", ADMIN_EMAIL.into()),
-        (
-            "LEDGERDESK__BOOTSTRAP__ADMIN_PASSWORD",
-            ADMIN_PASSWORD.into(),
-        ),
-        ("LEDGERDESK__AUTH__ARGON2_MEMORY_KIB", "64".into()),
-        ("LEDGERDESK__AUTH__ARGON2_ITERATIONS", "1".into()),
-        (
-            "LEDGERDESK__AUTH__MAX_FAILED_LOGINS",
-            MAX_FAILED.to_string(),
-        ),
-        ("LEDGERDESK__FILES__DIR", files.display().to_string()),
-        ("LEDGERDESK__FILES__MAX_BYTES", "4096".into()),
-        (
-            "LEDGERDESK__AUDIT__SIGNING_KEY_FILE",
-            files.join("checkpoint.key").display().to_string(),
-        ),
-    ])
-    .expect("settings");
-    let app = Application::build(&settings).await.expect("build");
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let store = app.store();
-    tokio::spawn(app.run_until_stopped());
-    let client = reqwest::Client::new();
-    let mut app = TestApp {
-        base,
-        client,
-        store,
-        admin: String::new(),
-        _files: TempDir(files),
-    };
-    app.admin = app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
-    app
-}
-
-impl TestApp {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> Response {
-        let mut req = self.client.request(method, self.url(path));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        req.send().await.expect("request")
-    }
-
-    async fn post(&self, path: &str, token: &str, body: Value) -> Response {
-        self.send(Method::POST, path, Some(token), Some(body)).await
-    }
-
-    async fn get(&self, path: &str, token: &str) -> Response {
-        self.send(Method::GET, path, Some(token), None).await
-    }
-
-    async fn login(&self, email: &str, password: &str) -> String {
-        let res = self
-            .send(
-                Method::POST,
-                "/api/v1/auth/login",
-                None,
-                Some(json!({"email": email, "password": password})),
-            )
-            .await;
-        assert_eq!(res.status(), 200, "login {email}");
-        let body: Value = res.json().await.unwrap();
-        body["token"].as_str().unwrap().to_string()
-    }
-
-    /// A new user of `role`, logged in: (id, token).
-    async fn user(&self, role: &str) -> (Uuid, String) {
-        let email = format!("{role}-{}@desk.example", Uuid::now_v7().simple());
-        let res = self
-            .post(
-                "/api/v1/users",
-                &self.admin,
-                json!({"name": format!("A {role}"), "email": email, "role": role, "password": "password-123"}),
-            )
-            .await;
-        assert_eq!(res.status(), 201);
-        let id = ok_json(res).await["id"].as_str().unwrap().parse().unwrap();
-        (id, self.login(&email, "password-123").await)
-    }
-
-    async fn ticket(&self, token: &str) -> Uuid {
-        let res = self
-            .post(
-                "/api/v1/tickets",
-                token,
-                json!({"subject": "Printer on fire", "body": "It is on fire.", "channel": "email",
-                       "requester": {"email": "carol@customer.example", "name": "Carol"}}),
-            )
-            .await;
-        assert_eq!(res.status(), 201);
-        ok_json(res).await["id"].as_str().unwrap().parse().unwrap()
-    }
-
-    async fn head(&self) -> u64 {
-        self.store.head().await.unwrap().position
-    }
-
-    async fn events(&self) -> Vec<RecordedEvent> {
-        self.store.read_all(0, 100_000).await.unwrap()
-    }
-
-    async fn stream(&self, stream_id: &str) -> Vec<RecordedEvent> {
-        self.store
-            .read_stream(stream_id, StreamRange::all())
-            .await
-            .unwrap()
-    }
-}
-
-async fn ok_json(res: Response) -> Value {
-    let status = res.status();
-    let body: Value = res.json().await.unwrap_or(Value::Null);
-    assert!(status.is_success(), "{status}: {body}");
-    body
-}
-
-/// Assert a problem+json answer and return it.
-async fn problem(res: Response, status: u16) -> Value {
-    assert_eq!(res.status().as_u16(), status, "{:?}", res.url().path());
-    let ct = res.headers()["content-type"].to_str().unwrap().to_string();
-    assert_eq!(ct, "application/problem+json");
-    let body: Value = res.json().await.unwrap();
-    assert_eq!(body["status"], status);
-    assert!(body["type"]
-        .as_str()
-        .unwrap()
-        .starts_with("https://ledgerdesk.dev/problems/"));
-    assert!(body["title"].is_string() && body["detail"].is_string());
-    body
-}
 
 async fn logging_in_and_out_is_recorded(db: &TestDb) {
     let app = spawn_app(db).await;
@@ -566,6 +385,7 @@ fn concrete(path: &str) -> String {
     path.replace("{id}", &Uuid::now_v7().to_string())
         .replace("{sha256}", &"0".repeat(64))
         .replace("{key}", "some.key")
+        .replace("{position}", "1")
 }
 
 async fn every_endpoint_refuses_without_token_and_wrong_role(db: &TestDb) {

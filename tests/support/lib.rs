@@ -5,6 +5,8 @@
 //! set; under `CI=true` a missing or unreachable server fails the test
 //! instead of skipping it.
 
+pub mod app;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

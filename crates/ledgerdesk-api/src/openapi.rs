@@ -10,7 +10,9 @@ use serde_json::{json, Map, Value};
 use utoipa::OpenApi;
 
 use crate::permissions::{self, Access};
-use crate::routes::{auth, departments, files, health, settings, tickets, users, views};
+use crate::routes::{
+    audit, auth, departments, files, health, ledger, privacy, settings, tickets, users, views,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -62,6 +64,16 @@ use crate::routes::{auth, departments, files, health, settings, tickets, users, 
         views::department_report,
         views::projections,
         views::rebuild,
+        audit::search,
+        audit::actions,
+        audit::stream,
+        privacy::erase,
+        tickets::history,
+        ledger::events,
+        ledger::proof,
+        ledger::consistency,
+        ledger::public_key,
+        ledger::verify,
     ),
     components(schemas(crate::error::Problem))
 )]

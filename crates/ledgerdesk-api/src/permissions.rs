@@ -64,7 +64,12 @@ pub const PERMISSIONS: &[Permission] = &[
     p("GET", "/api/v1/reports/departments", READERS),
     p("GET", "/api/v1/admin/projections", READERS),
     p("POST", "/api/v1/admin/projections/{name}/rebuild", ADMIN),
+    p("GET", "/api/v1/audit", READERS),
+    p("GET", "/api/v1/audit/actions", READERS),
+    p("GET", "/api/v1/audit/stream", READERS),
+    p("POST", "/api/v1/admin/erasure", ADMIN),
     p("GET", "/api/v1/tickets/{id}", ALL),
+    p("GET", "/api/v1/tickets/{id}/history", ALL),
     p("POST", "/api/v1/tickets/{id}/messages", STAFF),
     p("POST", "/api/v1/tickets/{id}/notes", STAFF),
     p("POST", "/api/v1/tickets/{id}/files", STAFF),
@@ -86,6 +91,11 @@ pub const PERMISSIONS: &[Permission] = &[
     p("POST", "/api/v1/activity", STAFF),
     p("GET", "/api/v1/settings", READERS),
     p("PUT", "/api/v1/settings/{key}", ADMIN),
+    p("GET", "/api/v1/events", READERS),
+    p("GET", "/api/v1/events/{position}/proof", READERS),
+    p("GET", "/api/v1/audit/consistency", READERS),
+    p("GET", "/api/v1/audit/public-key", READERS),
+    p("GET", "/api/v1/admin/verify", READERS),
 ];
 
 /// The row for a method and route pattern.

@@ -65,7 +65,9 @@ impl Application {
         let raw_store = ledgerdesk_store::open(&settings.database.url, &options).await?;
         // Everything but verification reads and writes through the vault:
         // personal data is sealed on append and opened (or erased) on read.
-        let store: Arc<dyn EventStore> = Arc::new(SealedStore::new(raw_store.clone()));
+        let sealed = Arc::new(SealedStore::new(raw_store.clone()));
+        let vault = sealed.vault();
+        let store: Arc<dyn EventStore> = sealed;
         let projector = Projector::new(store.clone());
         projector
             .ensure_schema()
@@ -91,6 +93,9 @@ impl Application {
         let db = Db::new(store.pool());
         let state = AppState {
             store: store.clone(),
+            vault,
+            raw_store: raw_store.clone(),
+            public_key: key.public_key(),
             projector: projector.clone(),
             projection_wait: std::time::Duration::from_millis(settings.projections.max_wait_ms),
             helpdesk: Helpdesk::new(store.clone()),

@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ledgerdesk_app::Helpdesk;
+use ledgerdesk_app::{Helpdesk, Vault};
 use ledgerdesk_projections::Projector;
-use ledgerdesk_store::EventStore;
+use ledgerdesk_store::{EventStore, PublicKey};
 
 use crate::auth::{LoginLimiter, Passwords, SessionCache};
 use crate::db::Db;
@@ -16,6 +16,13 @@ use crate::metrics::Metrics;
 pub struct AppState {
     /// The event log, through the vault (personal data opened).
     pub store: Arc<dyn EventStore>,
+    /// The per-subject keys behind `store` (erasure destroys one).
+    pub vault: Arc<Vault>,
+    /// The event log exactly as stored and hashed (personal data sealed):
+    /// what the verifiable-history endpoints serve and check.
+    pub raw_store: Arc<dyn EventStore>,
+    /// The checkpoint key's public half; the seed stays with the signer.
+    pub public_key: PublicKey,
     /// The read models.
     pub projector: Projector,
     /// `projections.max_wait_ms`: how long `min_position` may wait.

@@ -2,10 +2,13 @@
 //! has a row in [`crate::permissions::PERMISSIONS`] and an OpenAPI entry
 //! in [`crate::openapi`]; a test checks the three agree.
 
+pub mod audit;
 pub mod auth;
 pub mod departments;
 pub mod files;
 pub mod health;
+pub mod ledger;
+pub mod privacy;
 pub mod settings;
 pub mod tickets;
 pub mod users;
@@ -178,7 +181,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             resource("/api/v1/admin/projections/{name}/rebuild").route(post().to(views::rebuild)),
         )
+        .service(resource("/api/v1/audit").route(get().to(audit::search)))
+        .service(resource("/api/v1/audit/actions").route(get().to(audit::actions)))
+        .service(resource("/api/v1/audit/stream").route(get().to(audit::stream)))
+        .service(resource("/api/v1/admin/erasure").route(post().to(privacy::erase)))
         .service(resource("/api/v1/tickets/{id}").route(get().to(tickets::get)))
+        .service(resource("/api/v1/tickets/{id}/history").route(get().to(tickets::history)))
         .service(resource("/api/v1/tickets/{id}/messages").route(post().to(tickets::message)))
         .service(resource("/api/v1/tickets/{id}/notes").route(post().to(tickets::note)))
         .service(resource("/api/v1/tickets/{id}/files").route(post().to(files::upload)))
@@ -209,5 +217,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/api/v1/activity").route(post().to(settings::activity)))
         .service(resource("/api/v1/settings").route(get().to(settings::get)))
         .service(resource("/api/v1/settings/{key}").route(put().to(settings::change)))
+        .service(resource("/api/v1/events").route(get().to(ledger::events)))
+        .service(resource("/api/v1/events/{position}/proof").route(get().to(ledger::proof)))
+        .service(resource("/api/v1/audit/consistency").route(get().to(ledger::consistency)))
+        .service(resource("/api/v1/audit/public-key").route(get().to(ledger::public_key)))
+        .service(resource("/api/v1/admin/verify").route(get().to(ledger::verify)))
         .default_service(web::to(not_found));
 }

@@ -5,9 +5,12 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
-use ledgerdesk_app::input;
+use chrono::{DateTime, Utc};
+use ledgerdesk_app::{input, HistoryEntry};
+use ledgerdesk_domain::{Aggregate, Ticket};
+use ledgerdesk_store::StreamRange;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -273,24 +276,68 @@ pub async fn create(
     Ok(created(outcome, location))
 }
 
-/// One ticket, folded from its stream.
+/// A moment in a ticket's past: `?as_of=TIME` or `?at_position=N`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AsOf {
+    /// The ticket as it stood at this time (RFC 3339): events recorded at
+    /// or before it.
+    pub as_of: Option<DateTime<Utc>>,
+    /// The ticket as it stood once the log reached this position.
+    #[param(minimum = 0)]
+    pub at_position: Option<u64>,
+}
+
+impl AsOf {
+    fn range(&self) -> Result<StreamRange, ApiError> {
+        if self.as_of.is_some() && self.at_position.is_some() {
+            return Err(ApiError::bad_field(
+                "as_of",
+                "give as_of or at_position, not both",
+            ));
+        }
+        Ok(StreamRange {
+            until_time: self.as_of,
+            until_position: self.at_position,
+            ..StreamRange::all()
+        })
+    }
+
+    fn is_past(&self) -> bool {
+        self.as_of.is_some() || self.at_position.is_some()
+    }
+}
+
+/// One ticket, folded from its stream; with `as_of` or `at_position`, as it
+/// stood then, rebuilt from the log.
 #[utoipa::path(
     get,
     path = "/api/v1/tickets/{id}",
     tag = "tickets",
-    params(IdPath),
+    params(IdPath, AsOf),
     responses((status = 200, description = "The ticket", body = TicketView, headers(("ETag" = String))))
 )]
 pub async fn get(
     state: web::Data<AppState>,
     path: web::Path<IdPath>,
+    when: web::Query<AsOf>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.id;
     let (ticket, version) = state
         .helpdesk
-        .ticket(id)
+        .ticket_as_of(id, when.range()?)
         .await?
-        .ok_or_else(|| ticket_not_found(id))?;
+        .ok_or_else(|| {
+            if when.is_past() {
+                ApiError::NotFound {
+                    code: "ticket_not_found",
+                    detail: format!("ticket {id} did not exist yet at that moment"),
+                }
+            } else {
+                ticket_not_found(id)
+            }
+        })?;
     Ok(HttpResponse::Ok()
         .insert_header((header::ETAG, etag(version)))
         .json(TicketView {
@@ -307,6 +354,39 @@ pub async fn get(
             split_from: ticket.split_from,
             version,
         }))
+}
+
+/// A ticket's history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TicketHistory {
+    /// The ticket.
+    pub id: Uuid,
+    /// Every event of the ticket, oldest first.
+    #[schema(value_type = Vec<Object>)]
+    pub items: Vec<HistoryEntry>,
+}
+
+/// Every event of the ticket in order, with actor, label, description and
+/// the field-level before/after; `as_of` / `at_position` stop it there.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tickets/{id}/history",
+    tag = "tickets",
+    params(IdPath, AsOf),
+    responses((status = 200, description = "The ticket's events, oldest first", body = TicketHistory))
+)]
+pub async fn history(
+    state: web::Data<AppState>,
+    path: web::Path<IdPath>,
+    when: web::Query<AsOf>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.id;
+    let stream = ledgerdesk_domain::stream_id(Ticket::STREAM_TYPE, id);
+    let items = state.helpdesk.history(&stream, when.range()?).await?;
+    if items.is_empty() && state.helpdesk.ticket(id).await?.is_none() {
+        return Err(ticket_not_found(id));
+    }
+    Ok(HttpResponse::Ok().json(TicketHistory { id, items }))
 }
 
 /// Add a message (`Ticket – Message` or `Ticket – Internal Message`).

@@ -73,7 +73,7 @@ pub struct TicketPage {
 
 /// Wait until `projection` has reached `min_position`; a timeout is not an
 /// error, the answer then says where the projection stood (`position`).
-async fn reached(
+pub(crate) async fn reached(
     state: &AppState,
     projection: &str,
     min_position: Option<u64>,

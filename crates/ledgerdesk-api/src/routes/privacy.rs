@@ -1,0 +1,107 @@
+//! Erasure without rewriting history: `POST /admin/erasure` destroys a data
+//! subject's key (crypto-shredding). The log keeps every byte, so its hash
+//! chain and signed checkpoints still verify; every view, export and
+//! rebuild reads `[erased]` where that person's data was.
+
+use actix_web::{web, HttpResponse};
+use ledgerdesk_app::SubjectStatus;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::extract::{Cx, Json};
+use crate::state::AppState;
+
+/// Whose personal data to erase: the data subject id (tickets show it as
+/// `data_subject`) or the email address it was filed under. One of the two.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErasureRequest {
+    /// The data subject.
+    #[serde(default)]
+    pub subject: Option<Uuid>,
+    /// Or their email address.
+    #[serde(default)]
+    #[schema(example = "carol@example.com")]
+    pub email: Option<String>,
+}
+
+/// What was erased, and the event that records it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErasureResult {
+    /// The data subject whose key was destroyed.
+    pub subject: Uuid,
+    /// Always `true`.
+    pub erased: bool,
+    /// The log position of the `user.personal_data_erased` event.
+    pub position: u64,
+}
+
+/// Erase a data subject's personal data (admin).
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/erasure",
+    tag = "privacy",
+    request_body = ErasureRequest,
+    responses(
+        (status = 200, description = "The key is destroyed and the erasure recorded", body = ErasureResult),
+        (status = 404, description = "No personal data is filed under that subject or email", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The subject's personal data is already erased", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn erase(
+    state: web::Data<AppState>,
+    cx: Cx,
+    Json(body): Json<ErasureRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let subject = match (body.subject, body.email.as_deref()) {
+        (Some(subject), None) => subject,
+        (None, Some(email)) => {
+            state
+                .helpdesk
+                .data_subject(email)
+                .await?
+                .ok_or_else(|| ApiError::NotFound {
+                    code: "subject_not_found",
+                    detail: "no personal data is filed under that email address (or it was erased)"
+                        .into(),
+                })?
+        }
+        _ => {
+            return Err(ApiError::bad_field(
+                "subject",
+                "give exactly one of subject (a data subject id) and email",
+            ))
+        }
+    };
+    match state.vault.status(subject).await? {
+        SubjectStatus::Unknown => {
+            return Err(ApiError::NotFound {
+                code: "subject_not_found",
+                detail: format!("no personal data is filed under data subject {subject}"),
+            })
+        }
+        SubjectStatus::Erased => {
+            return Err(ApiError::Conflict {
+                code: "already_erased",
+                detail: format!("the personal data of data subject {subject} is already erased"),
+            })
+        }
+        SubjectStatus::Held => {}
+    }
+    // The event first: data never reads `[erased]` without the log saying
+    // who erased it and when. Should destroying the key then fail, the
+    // subject is still held and the admin can simply try again.
+    let outcome = state
+        .helpdesk
+        .record_erasure(&cx.actor, cx.caller.user_id, subject)
+        .await?;
+    state.vault.erase(subject).await?;
+    tracing::info!(%subject, position = outcome.position, "personal data erased");
+    Ok(HttpResponse::Ok().json(ErasureResult {
+        subject,
+        erased: true,
+        position: outcome.position,
+    }))
+}
