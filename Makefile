@@ -20,7 +20,7 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-bench: ## Throughput figures (release build); not part of `make test`
+bench: ## Throughput figures (release build); not part of `make test`; audit search latency is `make bench-audit`
 	$(CARGO) bench -p ledgerdesk-store --bench store
 	scripts/bench-projections.sh
 
@@ -33,10 +33,16 @@ verify:
 clean-data:
 	rm -rf data
 
-.PHONY: api-contract bench-http
+.PHONY: api-contract bench-http bench-export bench-audit
 
 api-contract: ## The server against its own OpenAPI document (schemathesis; installs it into a venv under ~/.cache)
 	CARGO=$(CARGO) scripts/api-contract.sh
 
 bench-http: ## HTTP load: add a message to many tickets from 64 connections for 10 s (release build, SQLite, wrk)
 	CARGO=$(CARGO) scripts/bench-http.sh
+
+bench-export: ## Server memory while exporting a 1,000,000-event audit log as CSV and NDJSON (release build, SQLite)
+	CARGO=$(CARGO) scripts/bench-export.sh
+
+bench-audit: ## Audit search latency over 10,000,000 stored rows on each backend (release build; LEDGERDESK_BENCH_AUDIT_ROWS for a smaller run)
+	CARGO=$(CARGO) scripts/bench-audit.sh
