@@ -42,21 +42,6 @@ fn positions(page: &Value) -> Vec<u64> {
         .collect()
 }
 
-fn enc(s: &str) -> String {
-    form_encode(s)
-}
-
-fn form_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 async fn search_filters_pages_and_records_who_looked(db: &TestDb) {
     let app = spawn_app(db).await;
     let (agent_id, agent) = app.user("agent").await;
@@ -541,6 +526,18 @@ async fn tickets_travel_in_time_and_show_their_history(db: &TestDb) {
         400,
     )
     .await;
+    for (query, field) in [
+        ("as_of=last+week", "as_of"),
+        ("at_position=-3", "at_position"),
+    ] {
+        let p = problem(
+            app.get(&format!("/api/v1/tickets/{t}?{query}"), &agent)
+                .await,
+            400,
+        )
+        .await;
+        assert_eq!(p["field"], field, "{query}: {p}");
+    }
 
     let history = ok_json(app.get(&path("history"), &agent).await).await;
     let items = history["items"].as_array().unwrap();

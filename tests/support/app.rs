@@ -210,3 +210,16 @@ pub async fn problem(res: Response, status: u16) -> Value {
     assert!(body["title"].is_string() && body["detail"].is_string());
     body
 }
+
+/// `s` percent-encoded for a query string (everything but the unreserved
+/// characters).
+pub fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

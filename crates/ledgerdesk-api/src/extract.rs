@@ -1,5 +1,5 @@
-//! Extractors: a JSON body whose errors name the field, the request
-//! context every command needs ([`Cx`]: caller, actor, `If-Match`), and the
+//! Extractors: a JSON body and a query string whose errors name the field,
+//! the request context every command needs ([`Cx`]: caller, actor, `If-Match`), and the
 //! handlers for actix's own extractor errors, so they are problem+json too.
 
 use actix_web::dev::Payload;
@@ -84,6 +84,55 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
             parse_json(&body).map(Json)
         })
     }
+}
+
+/// The query string as `T`. A value that does not parse is a 400 naming
+/// its parameter (`since: input contains invalid characters`); actix's own
+/// `web::Query` gives only serde's message, which names no parameter.
+#[derive(Debug)]
+pub struct Query<T>(pub T);
+
+impl<T> Query<T> {
+    /// The parsed query.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> std::ops::Deref for Query<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: DeserializeOwned> FromRequest for Query<T> {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(parse_query(req.query_string()).map(Query))
+    }
+}
+
+/// Deserialize a query string, naming the offending parameter on failure.
+pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        // Errors that belong to no one parameter have the path ".".
+        let field = (path != ".").then_some(path);
+        ApiError::BadRequest {
+            code: "invalid_query",
+            detail: match &field {
+                Some(f) => format!("{f}: {message}"),
+                None => message,
+            },
+            field,
+        }
+    })
 }
 
 /// Deserialize, naming the offending field on failure.
@@ -226,16 +275,6 @@ pub fn path_error(err: actix_web::error::PathError, req: &HttpRequest) -> actix_
     .into()
 }
 
-/// actix's query extractor errors → 400 problem.
-pub fn query_error(err: actix_web::error::QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
-    ApiError::BadRequest {
-        code: "invalid_query",
-        field: None,
-        detail: err.to_string(),
-    }
-    .into()
-}
-
 /// actix's JSON extractor errors → problem (400, 413 or 415).
 pub fn json_error(err: actix_web::error::JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
     use actix_web::error::JsonPayloadError as E;
@@ -282,6 +321,32 @@ mod tests {
             }
             Ok(_) => panic!("accepted {body}"),
         }
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Window {
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        limit: Option<u32>,
+    }
+
+    #[test]
+    fn query_errors_name_the_parameter() {
+        let ok: Window = parse_query("since=2026-01-01T00%3A00%3A00Z&limit=5").unwrap();
+        assert_eq!(ok.limit, Some(5));
+        assert!(ok.since.is_some());
+        for (query, field) in [
+            ("since=yesterday", Some("since")),
+            ("limit=-1", Some("limit")),
+            // An unknown parameter is named as well.
+            ("limit=5&colour=red", Some("colour")),
+        ] {
+            let p = parse_query::<Window>(query).unwrap_err().problem();
+            assert_eq!(p.code, "invalid_query", "{query}");
+            assert_eq!(p.field.as_deref(), field, "{query}");
+        }
+        let p = parse_query::<Window>("limit=x").unwrap_err().problem();
+        assert!(p.detail.starts_with("limit: "), "{}", p.detail);
     }
 
     #[test]

@@ -122,7 +122,6 @@ impl Application {
                         .error_handler(extract::json_error),
                 )
                 .app_data(web::PathConfig::default().error_handler(extract::path_error))
-                .app_data(web::QueryConfig::default().error_handler(extract::query_error))
                 .configure(routes::configure)
                 .wrap(from_fn(middleware::idempotency))
                 .wrap(from_fn(middleware::gate))

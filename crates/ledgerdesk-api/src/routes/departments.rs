@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use crate::db::DepartmentRow;
 use crate::error::ApiError;
-use crate::extract::{Cx, Json};
+use crate::extract::{Cx, Json, Query};
 use crate::routes::{etag, CommandResult, IdPath, Page};
 use crate::state::AppState;
 
@@ -74,10 +74,7 @@ pub async fn create(
     params(Page),
     responses((status = 200, description = "A page of departments", body = DepartmentList))
 )]
-pub async fn list(
-    state: web::Data<AppState>,
-    page: web::Query<Page>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn list(state: web::Data<AppState>, page: Query<Page>) -> Result<HttpResponse, ApiError> {
     let (limit, offset) = page.bounds()?;
     let items = state.db.list_departments(limit, offset).await?;
     Ok(HttpResponse::Ok().json(DepartmentList {

@@ -21,6 +21,7 @@ use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ApiError;
+use crate::extract::Query;
 use crate::state::AppState;
 
 /// The media type of a CloudEvents JSON batch (an array of events).
@@ -312,7 +313,7 @@ fn wants_batch(req: &HttpRequest) -> bool {
 pub async fn events(
     req: HttpRequest,
     state: web::Data<AppState>,
-    query: web::Query<EventsQuery>,
+    query: Query<EventsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let after = number("after", query.after.as_deref())?.unwrap_or(0);
     let limit = number("limit", query.limit.as_deref())?.unwrap_or(DEFAULT_LIMIT);
@@ -518,7 +519,7 @@ pub struct InclusionProofBody {
 pub async fn proof(
     state: web::Data<AppState>,
     path: web::Path<PositionPath>,
-    query: web::Query<ProofQuery>,
+    query: Query<ProofQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let store = state.raw_store.as_ref();
     let position = path.position;
@@ -617,7 +618,7 @@ pub struct ConsistencyProofBody {
 )]
 pub async fn consistency(
     state: web::Data<AppState>,
-    query: web::Query<ConsistencyQuery>,
+    query: Query<ConsistencyQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let store = state.raw_store.as_ref();
     let from = number("from", query.from.as_deref())?

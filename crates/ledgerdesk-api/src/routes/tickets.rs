@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::extract::{Cx, Json};
+use crate::extract::{Cx, Json, Query};
 use crate::routes::{command_ok, created, etag, CommandResult, IdPath, PairResult};
 use crate::state::AppState;
 
@@ -321,7 +321,7 @@ impl AsOf {
 pub async fn get(
     state: web::Data<AppState>,
     path: web::Path<IdPath>,
-    when: web::Query<AsOf>,
+    when: Query<AsOf>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.id;
     let (ticket, version) = state
@@ -378,7 +378,7 @@ pub struct TicketHistory {
 pub async fn history(
     state: web::Data<AppState>,
     path: web::Path<IdPath>,
-    when: web::Query<AsOf>,
+    when: Query<AsOf>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.id;
     let stream = ledgerdesk_domain::stream_id(Ticket::STREAM_TYPE, id);

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::auth::{normalise_email, Role, PASSWORD_MAX, PASSWORD_MIN};
 use crate::db::UserRow;
 use crate::error::ApiError;
-use crate::extract::{Cx, Json};
+use crate::extract::{Cx, Json, Query};
 use crate::routes::{command_ok, created, etag, CommandResult, IdPath, Page};
 use crate::state::AppState;
 
@@ -252,10 +252,7 @@ pub async fn create(
     params(Page),
     responses((status = 200, description = "A page of users", body = UserList))
 )]
-pub async fn list(
-    state: web::Data<AppState>,
-    page: web::Query<Page>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn list(state: web::Data<AppState>, page: Query<Page>) -> Result<HttpResponse, ApiError> {
     let (limit, offset) = page.bounds()?;
     let items = state.db.list_users(limit, offset).await?;
     Ok(HttpResponse::Ok().json(UserList {

@@ -13,6 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::extract::Query;
 use crate::state::AppState;
 
 impl From<ProjectionError> for ApiError {
@@ -106,7 +107,7 @@ pub(crate) async fn reached(
 )]
 pub async fn list_tickets(
     state: web::Data<AppState>,
-    query: web::Query<TicketQuery>,
+    query: Query<TicketQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner();
     if q.limit.is_some_and(|l| !(1..=500).contains(&l)) {
@@ -179,7 +180,7 @@ fn range(q: &ReportQuery) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
 )]
 pub async fn agent_report(
     state: web::Data<AppState>,
-    query: web::Query<ReportQuery>,
+    query: Query<ReportQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (from, to) = range(&query)?;
     let rows = reports::agents(&state.store.pool(), from, to).await?;
@@ -196,7 +197,7 @@ pub async fn agent_report(
 )]
 pub async fn department_report(
     state: web::Data<AppState>,
-    query: web::Query<ReportQuery>,
+    query: Query<ReportQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (from, to) = range(&query)?;
     let rows = reports::departments(&state.store.pool(), from, to).await?;
