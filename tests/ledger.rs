@@ -25,6 +25,7 @@ backend_tests!(
     inclusion_proofs_verify_against_signed_checkpoints,
     consistency_proofs_verify_between_checkpoints,
     public_key_verifies_the_servers_checkpoints,
+    checkpoints_are_listed_in_pages_and_verify,
     audit_is_ok_then_names_a_tampered_event,
     bad_parameters_are_400_problems,
     readers_may_read_and_agents_may_not,
@@ -625,6 +626,78 @@ async fn audit_is_ok_then_names_a_tampered_event(db: &TestDb) {
     assert!(report["first_bad_checkpoint"].is_object(), "{report}");
 }
 
+async fn checkpoints_are_listed_in_pages_and_verify(db: &TestDb) {
+    let app = spawn_app(db).await;
+    let raw = settled(db).await;
+    let key = server_key(&app);
+    for n in 1..=4 {
+        busy(&app, n).await;
+        checkpoint_now(raw.as_ref(), &key).await.unwrap();
+    }
+    let stored = ledgerdesk_store::checkpoint::checkpoints(raw.as_ref(), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 5, "the start-up one and four");
+    let pk = key.public_key();
+
+    // Two a page, oldest first, each page naming the next.
+    let mut served = Vec::new();
+    let mut path = "/api/v1/audit/checkpoints?limit=2".to_string();
+    loop {
+        let res = app.get(&path, &app.admin).await;
+        let link = res
+            .headers()
+            .get("link")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = ok_json(res).await;
+        let items = body["items"].as_array().unwrap();
+        assert!(items.len() <= 2);
+        served.extend(items.iter().map(served_checkpoint));
+        match body["next_after"].as_u64() {
+            Some(next) => {
+                assert_eq!(next, served.last().unwrap().seq);
+                let link = link.expect("a Link header with the next page");
+                assert_eq!(
+                    link,
+                    format!("</api/v1/audit/checkpoints?after={next}&limit=2>; rel=\"next\"")
+                );
+                path = format!("/api/v1/audit/checkpoints?after={next}&limit=2");
+            }
+            None => {
+                assert!(link.is_none());
+                break;
+            }
+        }
+    }
+    assert_eq!(served, stored);
+    for cp in &served {
+        cp.verify(&pk).unwrap();
+    }
+    // A time frame selects by signing time, both ends included.
+    let since = served[2].signed_at;
+    let until = served[3].signed_at;
+    let body = ok_json(
+        app.get(
+            &format!(
+                "/api/v1/audit/checkpoints?since={}&until={}",
+                enc(&since.to_rfc3339()),
+                enc(&until.to_rfc3339())
+            ),
+            &app.admin,
+        )
+        .await,
+    )
+    .await;
+    let framed: Vec<Checkpoint> = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(served_checkpoint)
+        .collect();
+    assert_eq!(framed, served[2..4].to_vec());
+    assert!(body.get("next_after").is_none());
+}
+
 async fn bad_parameters_are_400_problems(db: &TestDb) {
     let app = spawn_app(db).await;
     let raw = settled(db).await;
@@ -677,6 +750,19 @@ async fn bad_parameters_are_400_problems(db: &TestDb) {
             "to",
         ),
         ("/api/v1/audit/consistency?from=1&to=-2".into(), 400, "to"),
+        ("/api/v1/audit/checkpoints?after=x".into(), 400, "after"),
+        ("/api/v1/audit/checkpoints?limit=0".into(), 400, "limit"),
+        (
+            "/api/v1/audit/checkpoints?since=yesterday".into(),
+            400,
+            "since",
+        ),
+        (
+            "/api/v1/audit/checkpoints?since=2026-02-01T00:00:00Z&until=2026-01-01T00:00:00Z"
+                .into(),
+            400,
+            "since",
+        ),
     ];
     for (path, status, field) in cases {
         let p = problem(app.get(&path, &app.admin).await, status).await;
@@ -711,6 +797,7 @@ async fn readers_may_read_and_agents_may_not(db: &TestDb) {
         "/api/v1/events?format=cloudevents",
         "/api/v1/events/1/proof",
         "/api/v1/audit/consistency?from=1",
+        "/api/v1/audit/checkpoints",
         "/api/v1/audit/public-key",
         "/api/v1/admin/verify",
     ];

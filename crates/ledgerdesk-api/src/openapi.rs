@@ -72,6 +72,7 @@ use crate::routes::{
         ledger::events,
         ledger::proof,
         ledger::consistency,
+        ledger::checkpoints,
         ledger::public_key,
         ledger::verify,
     ),

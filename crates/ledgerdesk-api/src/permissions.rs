@@ -94,6 +94,7 @@ pub const PERMISSIONS: &[Permission] = &[
     p("GET", "/api/v1/events", READERS),
     p("GET", "/api/v1/events/{position}/proof", READERS),
     p("GET", "/api/v1/audit/consistency", READERS),
+    p("GET", "/api/v1/audit/checkpoints", READERS),
     p("GET", "/api/v1/audit/public-key", READERS),
     p("GET", "/api/v1/admin/verify", READERS),
 ];

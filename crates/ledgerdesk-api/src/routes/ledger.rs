@@ -1,6 +1,6 @@
 //! The verifiable history over HTTP: the raw log (`/events`, also as
-//! CloudEvents), inclusion and consistency proofs, the checkpoint key and
-//! the full audit. Everything here reads the *raw* store: events exactly as
+//! CloudEvents), inclusion and consistency proofs, the signed checkpoints,
+//! the checkpoint key and the full audit. Everything here reads the *raw* store: events exactly as
 //! stored and hashed, personal data still sealed, so what a client
 //! recomputes matches the chain, the Merkle tree and the signed roots.
 //!
@@ -9,8 +9,11 @@
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::SecondsFormat;
-use ledgerdesk_store::checkpoint::{checkpoint_at_or_before, BadCheckpoint, Checkpoint};
+use chrono::{DateTime, SecondsFormat, Utc};
+use ledgerdesk_store::checkpoint::{
+    checkpoint_at_or_before, checkpoints as list_checkpoints, BadCheckpoint, Checkpoint,
+    CheckpointRange,
+};
 use ledgerdesk_store::hash::GENESIS_HASH;
 use ledgerdesk_store::{
     consistency_proof, inclusion_proof, latest_checkpoint, verify_all, AuditError, EventStore,
@@ -650,6 +653,96 @@ pub async fn consistency(
         proof: p.proof.iter().map(|h| h.to_hex()).collect(),
         first_checkpoint: checkpoint_of(store, from).await?,
         second_checkpoint: checkpoint_of(store, to).await?,
+    }))
+}
+
+// ---------------------------------------------------------------------------
+// GET /api/v1/audit/checkpoints
+
+/// `?after=&since=&until=&limit=` of `GET /audit/checkpoints`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CheckpointsQuery {
+    /// Checkpoints after this `seq` (default 0: from the first).
+    #[param(value_type = Option<u64>, minimum = 0)]
+    pub after: Option<String>,
+    /// Signed at or after this time (RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    /// Signed at or before this time (RFC 3339).
+    pub until: Option<DateTime<Utc>>,
+    /// At most this many (1 to 1000, default 100).
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 1000)]
+    pub limit: Option<String>,
+}
+
+/// A page of signed checkpoints, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckpointPage {
+    /// The checkpoints.
+    pub items: Vec<SignedCheckpoint>,
+    /// Pass as `after` for the next page; absent on the last one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<u64>,
+}
+
+/// The signed tree heads, oldest first: what an auditor keeps, to ask
+/// later for a consistency proof from one of them to the newest. A time
+/// frame (`since`, `until`) shows, for instance, that a quiet hour still
+/// got its checkpoint. The next page is also named in a `Link: <…>;
+/// rel="next"` header.
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit/checkpoints",
+    tag = "ledger",
+    params(CheckpointsQuery),
+    responses((status = 200, description = "A page of checkpoints; `next_after` (and `Link: rel=next`) when there is more", body = CheckpointPage))
+)]
+pub async fn checkpoints(
+    state: web::Data<AppState>,
+    query: Query<CheckpointsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let after = number("after", query.after.as_deref())?.unwrap_or(0);
+    let limit = number("limit", query.limit.as_deref())?.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_field(
+            "limit",
+            format!("limit must be 1 to {MAX_LIMIT}"),
+        ));
+    }
+    if let (Some(since), Some(until)) = (query.since, query.until) {
+        if since > until {
+            return Err(ApiError::bad_field("since", "since is later than until"));
+        }
+    }
+    // One more than asked, to know whether there is a next page.
+    let mut found = list_checkpoints(
+        state.raw_store.as_ref(),
+        CheckpointRange {
+            after_seq: after,
+            since: query.since,
+            until: query.until,
+            limit: limit as usize + 1,
+        },
+    )
+    .await?;
+    let more = found.len() as u64 > limit;
+    found.truncate(limit as usize);
+    let next_after = more.then(|| found.last().map(|c| c.seq)).flatten();
+    let mut response = HttpResponse::Ok();
+    if let Some(next) = next_after {
+        let mut link = format!("</api/v1/audit/checkpoints?after={next}&limit={limit}");
+        for (name, time) in [("since", query.since), ("until", query.until)] {
+            if let Some(t) = time {
+                link.push_str(&format!("&{name}={}", rfc3339(t).replace('+', "%2B")));
+            }
+        }
+        link.push_str(">; rel=\"next\"");
+        response.insert_header((header::LINK, link));
+    }
+    Ok(response.json(CheckpointPage {
+        items: found.into_iter().map(SignedCheckpoint::from).collect(),
+        next_after,
     }))
 }
 

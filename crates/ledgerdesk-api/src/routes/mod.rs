@@ -220,6 +220,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/api/v1/events").route(get().to(ledger::events)))
         .service(resource("/api/v1/events/{position}/proof").route(get().to(ledger::proof)))
         .service(resource("/api/v1/audit/consistency").route(get().to(ledger::consistency)))
+        .service(resource("/api/v1/audit/checkpoints").route(get().to(ledger::checkpoints)))
         .service(resource("/api/v1/audit/public-key").route(get().to(ledger::public_key)))
         .service(resource("/api/v1/admin/verify").route(get().to(ledger::verify)))
         .default_service(web::to(not_found));
