@@ -408,6 +408,32 @@ async fn checkpoints_on_a_timer_even_when_quiet(db: &TestDb) {
     assert_eq!(page, vec![cps[1].clone()]);
 }
 
+/// The latest checkpoint once one of at least `size` events is signed.
+async fn signed_by(store: &dyn EventStore, size: u64) -> Checkpoint {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let latest = latest_checkpoint(store).await.unwrap();
+        if let Some(c) = latest.filter(|c| c.tree_size >= size) {
+            return c;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no checkpoint of size {size}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every checkpoint's size, in signing order.
+async fn signed_sizes(store: &dyn EventStore) -> Vec<u64> {
+    checkpoints(store, CheckpointRange::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.tree_size)
+        .collect()
+}
+
 async fn checkpoints_after_every_n_events(db: &TestDb) {
     let store = db.open().await;
     let key = Arc::new(key());
@@ -424,23 +450,7 @@ async fn checkpoints_after_every_n_events(db: &TestDb) {
     // Each step waits for its checkpoint before appending more: a signing
     // that overlaps an append covers whatever had landed by then, so
     // appending everything at once makes the sizes depend on timing.
-    let wait_for = |size: u64| {
-        let store = store.clone();
-        async move {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-            loop {
-                let latest = latest_checkpoint(store.as_ref()).await.unwrap();
-                if let Some(c) = latest.filter(|c| c.tree_size >= size) {
-                    return c;
-                }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "no checkpoint of size {size}"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    };
+    let wait_for = |size| signed_by(store.as_ref(), size);
     // No checkpoint yet, so the first one comes at start, of the empty log.
     assert_eq!(wait_for(0).await.tree_size, 0);
     append(store.as_ref(), 49, 7).await;
@@ -460,13 +470,7 @@ async fn checkpoints_after_every_n_events(db: &TestDb) {
     assert_eq!(wait_for(100).await.tree_size, 100);
     stop.send(()).unwrap();
     task.await.unwrap();
-    let sizes: Vec<u64> = checkpoints(store.as_ref(), CheckpointRange::default())
-        .await
-        .unwrap()
-        .iter()
-        .map(|c| c.tree_size)
-        .collect();
-    assert_eq!(sizes, vec![0, 50, 100]);
+    assert_eq!(signed_sizes(store.as_ref()).await, vec![0, 50, 100]);
 }
 
 async fn bundles_verify_and_name_tampering(db: &TestDb) {
@@ -538,4 +542,51 @@ async fn bundles_verify_and_name_tampering(db: &TestDb) {
         .to_string()
         .contains("position 60"));
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Several API servers on one PostgreSQL database each run a checkpointer:
+/// one trigger must still give one checkpoint, not one per server. (SQLite
+/// is one process; a second store there would not even see the first's
+/// appends.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_checkpointers_of_two_processes_sign_once_per_trigger() {
+    let Some(db) = TestDb::new(Kind::Postgres).await else {
+        return;
+    };
+    let (a, b) = (db.open().await, db.open().await);
+    let key = Arc::new(key());
+    let mut stops = Vec::new();
+    let mut tasks = Vec::new();
+    for store in [&a, &b] {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        stops.push(stop);
+        tasks.push(tokio::spawn(
+            Checkpointer {
+                every_events: 50,
+                every: Duration::from_secs(3600),
+            }
+            .run(store.clone(), key.clone(), async {
+                let _ = stopped.await;
+            }),
+        ));
+    }
+    // Both start with no checkpoint in the database: one signs.
+    signed_by(a.as_ref(), 0).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(signed_sizes(a.as_ref()).await, vec![0]);
+    // Both see the head reach 50 (b through NOTIFY): one signs.
+    append(a.as_ref(), 50, 10).await;
+    signed_by(a.as_ref(), 50).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(signed_sizes(a.as_ref()).await, vec![0, 50]);
+    append(b.as_ref(), 50, 10).await;
+    signed_by(a.as_ref(), 100).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(signed_sizes(a.as_ref()).await, vec![0, 50, 100]);
+    for stop in stops {
+        stop.send(()).unwrap();
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
 }

@@ -490,6 +490,11 @@ pub async fn checkpoints(
 /// Signs checkpoints in the background: after every `every_events` new
 /// events and at least every `every` (also when nothing was appended, so a
 /// quiet hour is provably quiet). Zero disables either trigger.
+///
+/// Each API process runs one. What is due is judged against the latest
+/// checkpoint in the database, whoever signed it, and on PostgreSQL the
+/// judging and signing hold an advisory lock: several servers on one
+/// database sign once per trigger, not once each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Checkpointer {
     /// Sign once the log grew by this many events (0: never by count).
@@ -498,7 +503,48 @@ pub struct Checkpointer {
     pub every: Duration,
 }
 
+/// The advisory lock checkpointers hold while they judge and sign
+/// ("ldckpt" in ASCII).
+pub const CHECKPOINT_LOCK_KEY: i64 = 0x6c64_636b_7074;
+
 impl Checkpointer {
+    /// When the next checkpoint is due by time after `latest` (None: never).
+    fn due_at(&self, latest: Option<&Checkpoint>) -> Option<DateTime<Utc>> {
+        if self.every.is_zero() {
+            return None;
+        }
+        let last_at = latest.map_or(DateTime::<Utc>::MIN_UTC, |c| c.signed_at);
+        chrono::Duration::from_std(self.every)
+            .ok()
+            .and_then(|d| last_at.checked_add_signed(d))
+    }
+
+    /// Whether a checkpoint is due with the log at `head`.
+    fn due(&self, latest: Option<&Checkpoint>, head: u64, now: DateTime<Utc>) -> bool {
+        let last_size = latest.map_or(0, |c| c.tree_size);
+        let by_count = self.every_events > 0 && head >= last_size.saturating_add(self.every_events);
+        by_count || self.due_at(latest).is_some_and(|d| d <= now)
+    }
+
+    /// Sign a checkpoint if one is due now; the latest checkpoint after it
+    /// (the new one, or the one that made it not due).
+    pub async fn sign_if_due(
+        &self,
+        store: &dyn EventStore,
+        key: &CheckpointKey,
+    ) -> Result<Option<Checkpoint>, AuditError> {
+        let lock = SignLock::take(&store.pool()).await?;
+        let latest = latest_checkpoint(store).await?;
+        let head = store.head().await?.position;
+        let out = if self.due(latest.as_ref(), head, Utc::now()) {
+            Some(checkpoint_now(store, key).await?)
+        } else {
+            latest
+        };
+        lock.release().await;
+        Ok(out)
+    }
+
     /// Run until `shutdown` completes. Errors are logged and retried; the
     /// task itself never fails.
     pub async fn run(
@@ -510,8 +556,10 @@ impl Checkpointer {
         tokio::pin!(shutdown);
         let mut head = store.watch_head();
         let mut head_open = true;
-        // The last checkpoint's (size, time); None until read.
-        let mut last: Option<(u64, DateTime<Utc>)> = None;
+        // The latest checkpoint as last read; None until read. Another
+        // process's newer one only makes this look due early: the locked
+        // re-judging in `sign_if_due` then reads it and signs nothing.
+        let mut known: Option<Option<Checkpoint>> = None;
         let mut failures = 0u32;
         loop {
             if failures > 0 {
@@ -521,16 +569,10 @@ impl Checkpointer {
                     _ = tokio::time::sleep(backoff) => {}
                 }
             }
-            let (last_size, last_at) = match last {
-                Some(l) => l,
+            let latest = match known.take() {
+                Some(latest) => latest,
                 None => match latest_checkpoint(store.as_ref()).await {
-                    Ok(cp) => {
-                        let l = cp.map_or((0, DateTime::<Utc>::MIN_UTC), |c| {
-                            (c.tree_size, c.signed_at)
-                        });
-                        last = Some(l);
-                        l
-                    }
+                    Ok(latest) => latest,
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot read the latest checkpoint");
                         failures += 1;
@@ -538,33 +580,27 @@ impl Checkpointer {
                     }
                 },
             };
-            let now = Utc::now();
-            let due_at = if self.every.is_zero() {
-                None
-            } else {
-                chrono::Duration::from_std(self.every)
-                    .ok()
-                    .and_then(|d| last_at.checked_add_signed(d))
-            };
+            // Judged here without the lock first: the head moves with every
+            // commit, and most moves trigger nothing.
             let grown = *head.borrow_and_update();
-            let by_count =
-                self.every_events > 0 && grown >= last_size.saturating_add(self.every_events);
-            if by_count || due_at.is_some_and(|d| d <= now) {
-                match checkpoint_now(store.as_ref(), &key).await {
-                    Ok(cp) => {
-                        last = Some((cp.tree_size, cp.signed_at));
-                        failures = 0;
-                    }
+            let latest = if self.due(latest.as_ref(), grown, Utc::now()) {
+                match self.sign_if_due(store.as_ref(), &key).await {
+                    Ok(latest) => latest,
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot sign a checkpoint");
                         failures += 1;
+                        continue;
                     }
                 }
-                continue;
-            }
-            let wait = due_at
-                .map(|d| (d - now).to_std().unwrap_or_default())
+            } else {
+                latest
+            };
+            failures = 0;
+            let wait = self
+                .due_at(latest.as_ref())
+                .map(|d| (d - Utc::now()).to_std().unwrap_or_default())
                 .unwrap_or(Duration::from_secs(3600));
+            known = Some(latest);
             tokio::select! {
                 _ = &mut shutdown => return,
                 _ = tokio::time::sleep(wait) => {}
@@ -574,6 +610,41 @@ impl Checkpointer {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Held while a checkpointer judges and signs. PostgreSQL: a session
+/// advisory lock on a connection of its own (not the pool's, which a small
+/// `max_connections` could exhaust while the signing reads through it);
+/// closing that connection, also by an error, releases the lock. SQLite:
+/// nothing, one process is assumed (the embedded deployment).
+enum SignLock {
+    Postgres(sqlx::PgConnection),
+    None,
+}
+
+impl SignLock {
+    async fn take(pool: &DbPool) -> Result<Self, AuditError> {
+        use sqlx::ConnectOptions as _;
+        Ok(match pool {
+            DbPool::Postgres(p) => {
+                let mut conn = p.connect_options().connect().await?;
+                sqlx::query("SELECT pg_advisory_lock($1)")
+                    .bind(CHECKPOINT_LOCK_KEY)
+                    .execute(&mut conn)
+                    .await?;
+                SignLock::Postgres(conn)
+            }
+            DbPool::Sqlite(_) => SignLock::None,
+        })
+    }
+
+    async fn release(self) {
+        if let SignLock::Postgres(conn) = self {
+            use sqlx::Connection as _;
+            // Closing ends the session, which releases its advisory locks.
+            let _ = conn.close().await;
         }
     }
 }
