@@ -27,6 +27,7 @@ backend_tests!(
     audit_catches_a_truncated_tail,
     audit_names_a_forged_checkpoint,
     checkpoints_table_is_append_only,
+    no_checkpoint_follows_a_larger_one,
     checkpoints_on_a_timer_even_when_quiet,
     checkpoints_after_every_n_events,
     bundles_verify_and_name_tampering,
@@ -349,6 +350,42 @@ async fn checkpoints_table_is_append_only(db: &TestDb) {
         latest_checkpoint(store).await.unwrap().unwrap().tree_size,
         3
     );
+}
+
+/// A signer that synced before a larger tree was signed (a CLI beside the
+/// server) must not store its smaller tree after it: the audit would report
+/// the tree shrinking, for ever, in an append-only table.
+async fn no_checkpoint_follows_a_larger_one(db: &TestDb) {
+    let store = db.open().await;
+    let store = store.as_ref();
+    append(store, 10, 5).await;
+    let first = checkpoint_now(store, &key()).await.unwrap();
+    assert_eq!(first.tree_size, 10);
+    // A checkpoint of 20 events stands in for one signed by a process that
+    // had seen more of the log than this one has synced.
+    let larger = key().sign(20, first.root_hash, chrono::Utc::now());
+    exec(
+        &store.pool(),
+        &format!(
+            "INSERT INTO checkpoints (tree_size, root_hash, signed_at, key_id, signature) \
+             VALUES (20, '{}', {}, '{}', '{}')",
+            larger.root_hash.to_hex(),
+            larger.signed_at.timestamp_micros(),
+            larger.key_id,
+            larger.signature
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        checkpoint_now(store, &key()).await,
+        Err(AuditError::Busy)
+    ));
+    assert_eq!(signed_sizes(store).await, vec![10, 20]);
+    // Once the log holds as much, signing goes on.
+    append(store, 10, 5).await;
+    assert_eq!(checkpoint_now(store, &key()).await.unwrap().tree_size, 20);
+    assert_eq!(signed_sizes(store).await, vec![10, 20, 20]);
 }
 
 async fn checkpoints_on_a_timer_even_when_quiet(db: &TestDb) {

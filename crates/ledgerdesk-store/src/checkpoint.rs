@@ -352,7 +352,7 @@ where
 {
     let seq: i64 = row.try_get(0)?;
     let corrupt =
-        |reason: &str| AuditError::OutOfRange(format!("checkpoint {seq} is unreadable: {reason}"));
+        |reason: &str| AuditError::Corrupt(format!("checkpoint {seq} is unreadable: {reason}"));
     let tree_size: i64 = row.try_get(1)?;
     let root: String = row.try_get(2)?;
     let signed_at: i64 = row.try_get(3)?;
@@ -383,28 +383,52 @@ async fn query_checkpoints(
 }
 
 /// Sync the tree with the log, then sign and store a checkpoint of it, even
-/// when nothing was appended since the last one.
+/// when nothing was appended since the last one. Waits for a checkpointer
+/// of another process that is signing (see [`Checkpointer`]).
 pub async fn checkpoint_now(
     store: &dyn EventStore,
     key: &CheckpointKey,
 ) -> Result<Checkpoint, AuditError> {
-    let size = merkle::sync_leaves(store).await?;
-    let root = merkle::tree_root(store, size).await?;
-    let mut cp = key.sign(size, root, Utc::now());
+    let lock = SignLock::take(&store.pool(), false).await?;
+    let signed = sign(store, key).await;
+    lock.release().await;
+    signed
+}
+
+/// How often [`sign`] re-syncs when a larger tree was signed meanwhile.
+const SIGN_ATTEMPTS: usize = 5;
+
+/// Sign the log as it is now; the caller holds the [`SignLock`].
+async fn sign(store: &dyn EventStore, key: &CheckpointKey) -> Result<Checkpoint, AuditError> {
+    // Sizes never shrink along `seq` (the audit would report TreeShrank for
+    // ever, and the table is append-only). The lock orders signers on
+    // PostgreSQL; the guard in the insert also orders them on SQLite,
+    // where a CLI (`ledgerdesk export`) may sign beside the server. A
+    // refused insert means a larger tree was signed meanwhile: sync again.
     let pool = store.pool();
     let sql = "INSERT INTO checkpoints (tree_size, root_hash, signed_at, key_id, signature) \
-               VALUES ($1, $2, $3, $4, $5) RETURNING seq";
-    let seq: i64 = with_pool!(&pool, p => sqlx::query_scalar(sql)
-        .bind(crate::sql::clamp(cp.tree_size))
-        .bind(cp.root_hash.to_hex())
-        .bind(cp.signed_at.timestamp_micros())
-        .bind(&cp.key_id)
-        .bind(&cp.signature)
-        .fetch_one(p)
-        .await?);
-    cp.seq = seq.max(0) as u64;
-    tracing::debug!(tree_size = cp.tree_size, root = %cp.root_hash, "signed a checkpoint");
-    Ok(cp)
+               SELECT $1, $2, $3, $4, $5 \
+               WHERE NOT EXISTS (SELECT 1 FROM checkpoints WHERE tree_size > $1) \
+               RETURNING seq";
+    for _ in 0..SIGN_ATTEMPTS {
+        let size = merkle::sync_leaves(store).await?;
+        let root = merkle::tree_root(store, size).await?;
+        let mut cp = key.sign(size, root, Utc::now());
+        let seq: Option<i64> = with_pool!(&pool, p => sqlx::query_scalar(sql)
+            .bind(crate::sql::clamp(cp.tree_size))
+            .bind(cp.root_hash.to_hex())
+            .bind(cp.signed_at.timestamp_micros())
+            .bind(&cp.key_id)
+            .bind(&cp.signature)
+            .fetch_optional(p)
+            .await?);
+        if let Some(seq) = seq {
+            cp.seq = seq.max(0) as u64;
+            tracing::debug!(tree_size = cp.tree_size, root = %cp.root_hash, "signed a checkpoint");
+            return Ok(cp);
+        }
+    }
+    Err(AuditError::Busy)
 }
 
 /// The most recent checkpoint.
@@ -528,21 +552,27 @@ impl Checkpointer {
 
     /// Sign a checkpoint if one is due now; the latest checkpoint after it
     /// (the new one, or the one that made it not due).
+    ///
+    /// [`AuditError::Busy`] when another process holds the lock: it is
+    /// signing, and waiting for it could hold up this one's shutdown.
     pub async fn sign_if_due(
         &self,
         store: &dyn EventStore,
         key: &CheckpointKey,
     ) -> Result<Option<Checkpoint>, AuditError> {
-        let lock = SignLock::take(&store.pool()).await?;
-        let latest = latest_checkpoint(store).await?;
-        let head = store.head().await?.position;
-        let out = if self.due(latest.as_ref(), head, Utc::now()) {
-            Some(checkpoint_now(store, key).await?)
-        } else {
-            latest
-        };
+        let lock = SignLock::take(&store.pool(), true).await?;
+        let judged = async {
+            let latest = latest_checkpoint(store).await?;
+            let head = store.head().await?.position;
+            if self.due(latest.as_ref(), head, Utc::now()) {
+                sign(store, key).await.map(Some)
+            } else {
+                Ok(latest)
+            }
+        }
+        .await;
         lock.release().await;
-        Ok(out)
+        judged
     }
 
     /// Run until `shutdown` completes. Errors are logged and retried; the
@@ -586,6 +616,12 @@ impl Checkpointer {
             let latest = if self.due(latest.as_ref(), grown, Utc::now()) {
                 match self.sign_if_due(store.as_ref(), &key).await {
                     Ok(latest) => latest,
+                    Err(AuditError::Busy) => {
+                        // Another server is signing; look again after a
+                        // back-off, when its checkpoint is in.
+                        failures = 1;
+                        continue;
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot sign a checkpoint");
                         failures += 1;
@@ -614,26 +650,40 @@ impl Checkpointer {
     }
 }
 
-/// Held while a checkpointer judges and signs. PostgreSQL: a session
+/// Held while a checkpoint is judged and signed. PostgreSQL: a session
 /// advisory lock on a connection of its own (not the pool's, which a small
 /// `max_connections` could exhaust while the signing reads through it);
 /// closing that connection, also by an error, releases the lock. SQLite:
-/// nothing, one process is assumed (the embedded deployment).
+/// nothing; the guarded insert in [`sign`] keeps sizes in order.
 enum SignLock {
     Postgres(sqlx::PgConnection),
     None,
 }
 
 impl SignLock {
-    async fn take(pool: &DbPool) -> Result<Self, AuditError> {
+    /// With `try_only`, [`AuditError::Busy`] instead of waiting when
+    /// another session holds the lock.
+    async fn take(pool: &DbPool, try_only: bool) -> Result<Self, AuditError> {
         use sqlx::ConnectOptions as _;
         Ok(match pool {
             DbPool::Postgres(p) => {
                 let mut conn = p.connect_options().connect().await?;
-                sqlx::query("SELECT pg_advisory_lock($1)")
-                    .bind(CHECKPOINT_LOCK_KEY)
-                    .execute(&mut conn)
-                    .await?;
+                if try_only {
+                    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                        .bind(CHECKPOINT_LOCK_KEY)
+                        .fetch_one(&mut conn)
+                        .await?;
+                    if !got {
+                        use sqlx::Connection as _;
+                        let _ = conn.close().await;
+                        return Err(AuditError::Busy);
+                    }
+                } else {
+                    sqlx::query("SELECT pg_advisory_lock($1)")
+                        .bind(CHECKPOINT_LOCK_KEY)
+                        .execute(&mut conn)
+                        .await?;
+                }
                 SignLock::Postgres(conn)
             }
             DbPool::Sqlite(_) => SignLock::None,

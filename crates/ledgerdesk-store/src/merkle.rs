@@ -149,6 +149,14 @@ pub enum AuditError {
     /// No signed checkpoint covers the requested positions yet.
     #[error("no signed checkpoint covers position {0} yet")]
     NotCovered(u64),
+    /// What the database holds is damaged: a stored Merkle node missing
+    /// inside the synced tree, a checkpoint row that cannot be read. Never
+    /// the caller's fault.
+    #[error("{0}")]
+    Corrupt(String),
+    /// Another process is signing a checkpoint right now.
+    #[error("another process is signing a checkpoint")]
+    Busy,
 }
 
 impl From<sqlx::Error> for AuditError {
@@ -655,7 +663,7 @@ async fn load_frontier(pool: &DbPool, size: u64) -> Result<Vec<(u32, MerkleHash)
 }
 
 fn missing_node((level, idx): (u32, u64)) -> AuditError {
-    AuditError::OutOfRange(format!(
+    AuditError::Corrupt(format!(
         "stored Merkle tree has no node at level {level}, index {idx}"
     ))
 }
