@@ -224,6 +224,8 @@ async fn malformed_queries_get_a_400_that_names_the_token(db: &TestDb) {
         ("cursor=MTIz", "cursor"),
         ("format=xml", "format"),
         ("colour=red", "colour"),
+        ("query=action:ticket&query=action:user", "query"),
+        ("limit=5&limit=6", "limit"),
     ] {
         let res = app
             .get(&format!("/api/v1/audit?{params}"), &app.admin)

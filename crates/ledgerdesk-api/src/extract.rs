@@ -122,8 +122,17 @@ pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let message = e.into_inner().to_string();
-        // Errors that belong to no one parameter have the path ".".
-        let field = (path != ".").then_some(path);
+        // A repeated parameter fails at the top (path "."); serde's
+        // "duplicate field `x`" names it.
+        let named = message
+            .split('`')
+            .nth(1)
+            .filter(|_| message.starts_with("duplicate field"));
+        let field = match (path.as_str(), named) {
+            (".", Some(name)) => Some(name.to_string()),
+            (".", None) => None,
+            (p, _) => Some(p.to_string()),
+        };
         ApiError::BadRequest {
             code: "invalid_query",
             detail: match &field {
@@ -340,6 +349,7 @@ mod tests {
             ("limit=-1", Some("limit")),
             // An unknown parameter is named as well.
             ("limit=5&colour=red", Some("colour")),
+            ("limit=5&limit=6", Some("limit")),
         ] {
             let p = parse_query::<Window>(query).unwrap_err().problem();
             assert_eq!(p.code, "invalid_query", "{query}");

@@ -119,12 +119,22 @@ impl Params {
         let mut p = Params::default();
         let mut query_text = None;
         let mut separate = None;
+        let mut seen = std::collections::HashSet::new();
         for (key, value) in form_urlencoded::parse(req.query_string().as_bytes()) {
             let key = key.as_ref();
             let value = value.as_ref();
             let bad = |detail: String| ApiError::bad_field(key, detail);
             if FILTERS.contains(&key) {
                 separate.get_or_insert(key.to_string());
+            }
+            // Filters may repeat (each adds values); the others hold one
+            // value, and a second one must not silently win.
+            let repeatable = matches!(
+                key,
+                "action" | "actor" | "department" | "ticket" | "ip" | "q"
+            );
+            if !repeatable && !seen.insert(key.to_string()) {
+                return Err(bad(format!("`{key}` is given more than once")));
             }
             match key {
                 "query" => {
@@ -407,8 +417,9 @@ fn csv_row(out: &mut String, r: &AuditRow) {
 }
 
 fn csv_field(out: &mut String, value: &str) {
-    // A leading =, +, - or @ would run as a formula in a spreadsheet.
-    let formula = value.starts_with(['=', '+', '-', '@']);
+    // A leading =, +, - or @ would run as a formula in a spreadsheet; so,
+    // in some, would one after a leading tab or carriage return (OWASP).
+    let formula = value.starts_with(['=', '+', '-', '@', '\t', '\r']);
     if formula || value.contains([',', '"', '\r', '\n']) {
         out.push('"');
         if formula {
@@ -577,9 +588,11 @@ mod tests {
         csv_field(&mut out, "a,b \"c\"\r\nd");
         out.push('|');
         csv_field(&mut out, "=HYPERLINK(\"x\")");
+        out.push('|');
+        csv_field(&mut out, "\t=1+1");
         assert_eq!(
             out,
-            "plain|\"a,b \"\"c\"\"\r\nd\"|\"'=HYPERLINK(\"\"x\"\")\""
+            "plain|\"a,b \"\"c\"\"\r\nd\"|\"'=HYPERLINK(\"\"x\"\")\"|\"'\t=1+1\""
         );
     }
 
