@@ -33,6 +33,7 @@ backend_tests!(
     presence_and_reports_on_a_known_history,
     background_worker_follows_appends,
     upgrade_replaces_the_read_models,
+    text_search_beyond_ascii,
 );
 
 fn meta(actor: Option<Uuid>, kind: ActorKind) -> Metadata {
@@ -1438,4 +1439,59 @@ async fn upgrade_replaces_the_read_models(db: &TestDb) {
     let head = store.head().await.unwrap().position;
     let at = projector.status().await.unwrap();
     assert!(at.iter().all(|s| s.position == head), "{at:?}");
+}
+
+/// Case-insensitive text search with letters outside ASCII, which SQLite's
+/// LOWER does not fold: lowercase stored text matches any case typed, and
+/// the case as stored matches too.
+async fn text_search_beyond_ascii(db: &TestDb) {
+    let store = db.open().await;
+    let t = Uuid::now_v7();
+    append(
+        &*store,
+        vec![(
+            created(
+                t,
+                "Ärger über die Rechnung",
+                Channel::Email,
+                None,
+                &["Größe"],
+            ),
+            Metadata::system(),
+        )],
+    )
+    .await;
+    Projector::new(store.clone()).catch_up().await.unwrap();
+    let pool = store.pool();
+    for q in ["Ärger", "ÜBER", "über", "rechnung", "RECHNUNG"] {
+        let found = tickets::list(
+            &pool,
+            &TicketFilter {
+                q: Some(q.into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .items;
+        assert_eq!(
+            found.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![t],
+            "{q}"
+        );
+    }
+    // The tag is stored lowercased ("größe"): any case typed finds it.
+    for q in ["größe", "GRÖßE", "Größe"] {
+        let hits = audit::search(
+            &pool,
+            &AuditFilter {
+                text: vec![q.into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .items;
+        assert_eq!(hits.len(), 1, "{q}");
+    }
 }

@@ -466,11 +466,11 @@ pub async fn execute(pool: &DbPool, sql: &str, args: Vec<Arg>) -> Result<u64, sq
 }
 
 /// Escape `%`, `_` and `\` for a `LIKE … ESCAPE '\'` pattern and wrap the
-/// lowercased text in `%…%`.
+/// text in `%…%`.
 pub fn contains_pattern(q: &str) -> String {
     let mut p = String::with_capacity(q.len() + 2);
     p.push('%');
-    for ch in q.to_lowercase().chars() {
+    for ch in q.chars() {
         if matches!(ch, '%' | '_' | '\\') {
             p.push('\\');
         }
@@ -498,6 +498,31 @@ impl Where {
     /// Adds a condition built with placeholders from [`Where::arg`].
     pub fn and(&mut self, clause: String) {
         self.clauses.push(clause);
+    }
+
+    /// A condition true when one of `columns` contains `text`, ignoring
+    /// case. The columns go through the database's `LOWER`, which folds
+    /// ASCII everywhere but other letters only on PostgreSQL (by its
+    /// locale), never on SQLite. So a text with such letters is tried twice:
+    /// lowercased here (for stored text already in lowercase: "über") and as
+    /// typed through the same `LOWER` (for the same case as stored:
+    /// "Ärger"). ASCII-only text needs one pattern.
+    pub fn contains_text(&mut self, columns: &[&str], text: &str) -> String {
+        let lowered = text.to_lowercase();
+        let mut patterns = vec![self.arg(contains_pattern(&lowered))];
+        if lowered != text.to_ascii_lowercase() {
+            let typed = self.arg(contains_pattern(text));
+            patterns.push(format!("LOWER({typed})"));
+        }
+        let tests: Vec<String> = columns
+            .iter()
+            .flat_map(|c| {
+                patterns
+                    .iter()
+                    .map(move |p| format!("LOWER({c}) LIKE {p} ESCAPE '\\'"))
+            })
+            .collect();
+        format!("({})", tests.join(" OR "))
     }
 
     /// `column IN (…)` for a non-empty list.

@@ -15,7 +15,7 @@ use ledgerdesk_store::DbPool;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::db::{self, contains_pattern, upsert_clause, Arg, DbRow, Record, Tx, Where};
+use crate::db::{self, upsert_clause, Arg, DbRow, Record, Tx, Where};
 use crate::personal::personal;
 use crate::runner::{Event, Names, Projection};
 use crate::schema::Table;
@@ -492,8 +492,8 @@ pub async fn list(
         ));
     }
     if let Some(q) = filter.q.as_deref().filter(|q| !q.trim().is_empty()) {
-        let p = w.arg(contains_pattern(q.trim()));
-        w.and(format!("LOWER(t.subject) LIKE {p} ESCAPE '\\'"));
+        let test = w.contains_text(&["t.subject"], q.trim());
+        w.and(test);
     }
     if let Some(c) = &filter.cursor {
         let (at, id) = decode_cursor(c)?;

@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::db::{self, contains_pattern, upsert_clause, Arg, DbRow, Record, Tx, Where};
+use crate::db::{self, upsert_clause, Arg, DbRow, Record, Tx, Where};
 use crate::runner::{Event, Names, Projection};
 use crate::schema::Table;
 use crate::{clamp_limit, Page, ProjectionError};
@@ -406,10 +406,8 @@ impl AuditFilter {
         w.none_of("ip", texts(&x.ips));
         for (terms, negate) in [(&self.text, ""), (&x.text, "NOT ")] {
             for t in terms.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
-                let p = w.arg(contains_pattern(t));
-                w.and(format!(
-                    "{negate}(LOWER(description) LIKE {p} ESCAPE '\\' OR LOWER(changes) LIKE {p} ESCAPE '\\')"
-                ));
+                let test = w.contains_text(&["description", "changes"], t);
+                w.and(format!("{negate}{test}"));
             }
         }
         // `recorded_at` never decreases along the log (the store's writer
