@@ -653,6 +653,52 @@ async fn erasure_shreds_personal_data_and_keeps_the_log_verifiable(db: &TestDb) 
     let chain_before = ledgerdesk_store::verify_chain(raw.as_ref()).await.unwrap();
     assert!(chain_before.ok());
 
+    // An email filed under a subject before any of their data was sealed
+    // (a command refused after the mapping was made) is personal data too:
+    // it can be erased, and then it is gone.
+    let unsealed = Uuid::now_v7();
+    ledgerdesk_tests::exec(
+        &raw.pool(),
+        &format!(
+            "INSERT INTO data_subjects (subject_id, email, created_at) \
+             VALUES ('{unsealed}', 'never-sealed@customer.example', 0)"
+        ),
+    )
+    .await
+    .unwrap();
+    let done = ok_json(
+        app.post(
+            "/api/v1/admin/erasure",
+            &app.admin,
+            json!({"email": "never-sealed@customer.example"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(done["subject"], unsealed.to_string());
+    let p = problem(
+        app.post(
+            "/api/v1/admin/erasure",
+            &app.admin,
+            json!({"email": "never-sealed@customer.example"}),
+        )
+        .await,
+        404,
+    )
+    .await;
+    assert_eq!(p["code"], "subject_not_found");
+    let p = problem(
+        app.post(
+            "/api/v1/admin/erasure",
+            &app.admin,
+            json!({ "subject": unsealed }),
+        )
+        .await,
+        409,
+    )
+    .await;
+    assert_eq!(p["code"], "already_erased");
+
     // By email, as an admin would know the person.
     let done = ok_json(
         app.post(
@@ -668,7 +714,7 @@ async fn erasure_shreds_personal_data_and_keeps_the_log_verifiable(db: &TestDb) 
     let recorded = app.stream(&format!("user-{admin_id}")).await;
     let erased_event = recorded
         .iter()
-        .find(|e| e.event_type == "user.personal_data_erased")
+        .rfind(|e| e.event_type == "user.personal_data_erased")
         .expect("the erasure is an event");
     assert_eq!(erased_event.position, position);
     assert_eq!(erased_event.payload_json().unwrap()["subject"], subject);

@@ -37,9 +37,10 @@ const ALG: &str = "chacha20poly1305";
 /// What the vault knows of one data subject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubjectStatus {
-    /// No personal data of theirs was ever sealed.
+    /// Neither a key nor an email mapping: nothing of theirs is held.
     Unknown,
-    /// Their key exists: their data reads in clear.
+    /// Their key (or, before the first sealed event, their email mapping)
+    /// exists: their data reads in clear.
     Held,
     /// Their key was destroyed.
     Erased,
@@ -152,15 +153,28 @@ impl Vault {
         Ok(erased > 0)
     }
 
-    /// Whether the vault holds a key for the subject, erased it, or never
-    /// saw it.
+    /// Whether the vault holds personal data of the subject, erased it, or
+    /// never saw it. Held also covers a subject with an email mapping but
+    /// no key yet: the mapping is made before the first event is sealed,
+    /// and a command refused after it leaves the email with no key.
     pub async fn status(&self, subject: Uuid) -> Result<SubjectStatus, StoreError> {
         let keys = self.keys(&HashSet::from([subject])).await?;
         Ok(match keys.get(&subject) {
-            None => SubjectStatus::Unknown,
             Some(None) => SubjectStatus::Erased,
             Some(Some(_)) => SubjectStatus::Held,
+            None if self.has_email(subject).await? => SubjectStatus::Held,
+            None => SubjectStatus::Unknown,
         })
+    }
+
+    async fn has_email(&self, subject: Uuid) -> Result<bool, StoreError> {
+        let sql = "SELECT COUNT(*) FROM data_subjects WHERE subject_id = $1";
+        let id = subject.to_string();
+        let n: i64 = match &self.pool {
+            DbPool::Sqlite(p) => sqlx::query_scalar(sql).bind(&id).fetch_one(p).await?,
+            DbPool::Postgres(p) => sqlx::query_scalar(sql).bind(&id).fetch_one(p).await?,
+        };
+        Ok(n > 0)
     }
 
     /// Whether the subject's key is gone.
