@@ -15,6 +15,7 @@ backend_tests!(
     malformed_queries_get_a_400_that_names_the_token,
     exports_stream_csv_and_ndjson,
     the_live_stream_resumes_without_gaps_or_duplicates,
+    the_live_stream_ends_with_its_session,
     tickets_travel_in_time_and_show_their_history,
     erasure_shreds_personal_data_and_keeps_the_log_verifiable,
 );
@@ -458,6 +459,42 @@ async fn the_live_stream_resumes_without_gaps_or_duplicates(db: &TestDb) {
         .await
         .unwrap();
     problem(res, 400).await;
+}
+
+async fn the_live_stream_ends_with_its_session(db: &TestDb) {
+    use ledgerdesk_api::routes::audit::SESSION_CHECK;
+    let app = spawn_app(db).await;
+    let (_, auditor) = app.user("auditor").await;
+    let mut res = app
+        .client
+        .get(app.url("/api/v1/audit/stream"))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // Its last entry for now is its own connection, recorded as a look at
+    // the log (before it, what the audit view had not reached yet).
+    // One chunk may hold several entries.
+    while !read_events(&mut res, 1)
+        .await
+        .iter()
+        .any(|(_, entry)| entry["action"] == "user.audit_searched")
+    {}
+    // While the session lasts the stream stays open past a check (nothing
+    // more to send before the keep-alive).
+    assert!(
+        tokio::time::timeout(SESSION_CHECK + Duration::from_secs(1), res.chunk())
+            .await
+            .is_err(),
+        "the stream ended while its session was valid"
+    );
+    ok_json(app.post("/api/v1/auth/logout", &auditor, json!({})).await).await;
+    let ended = tokio::time::timeout(SESSION_CHECK * 3, async {
+        while res.chunk().await.ok().flatten().is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its session");
 }
 
 async fn tickets_travel_in_time_and_show_their_history(db: &TestDb) {

@@ -8,7 +8,7 @@
 //! Filters come either as separate parameters or as one `query` in the
 //! audit query language (`ledgerdesk_projections::audit::query`), not both.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::http::header;
 use actix_web::web::Bytes;
@@ -25,8 +25,10 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::auth::Role;
 use crate::error::ApiError;
 use crate::extract::Cx;
+use crate::permissions;
 use crate::routes::views::reached;
 use crate::state::AppState;
 
@@ -475,7 +477,7 @@ pub async fn stream(
             "stream",
         )
         .await?;
-    let events = follow(state.clone(), p.filter, start);
+    let events = follow(state.clone(), p.filter, start, cx.caller.token_hash.clone());
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
@@ -487,49 +489,86 @@ pub async fn stream(
 /// how long it stays silent before a keep-alive comment.
 const POLL: Duration = Duration::from_millis(200);
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How often the stream checks that its caller may still read it.
+pub const SESSION_CHECK: Duration = Duration::from_secs(5);
 
-/// Entries after `after`, oldest first, for as long as the client listens.
-/// Positions only grow and a projection page commits whole, so resuming
-/// after the last `id` neither skips nor repeats an entry.
+/// Whether the token still stands for a user who may follow the stream:
+/// the gate checked it once, at connection, and a stream lasts for hours.
+async fn may_still_follow(state: &AppState, token_hash: &str) -> bool {
+    let access = permissions::lookup("GET", "/api/v1/audit/stream").map(|p| p.access);
+    match state.db.session(token_hash).await {
+        Ok(Some(s)) if s.active => {
+            Role::parse(&s.role).is_some_and(|r| access.is_some_and(|a| a.allows(r)))
+        }
+        Ok(_) => false,
+        // A failed check is no revocation; the next one decides.
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot check the audit stream's session");
+            true
+        }
+    }
+}
+
+/// Entries after `after`, oldest first, for as long as the client listens
+/// and its session (`token_hash`) stays valid: a logout, an expired token,
+/// a deactivation or a change to a role that may not read the audit log
+/// ends the stream within [`SESSION_CHECK`]. Positions only grow and a
+/// projection page commits whole, so resuming after the last `id` neither
+/// skips nor repeats an entry.
 fn follow(
     state: web::Data<AppState>,
     filter: AuditFilter,
     after: u64,
+    token_hash: String,
 ) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
     let head = state.store.watch_head();
+    let checked = Instant::now();
     stream::try_unfold(
-        (state, filter, after, head),
-        |(state, mut filter, after, mut head)| async move {
-            let pool = state.store.pool();
-            let mut quiet = Duration::ZERO;
-            loop {
-                filter.after_position = Some(after);
-                filter.limit = Some(CHUNK);
-                let page = audit::search(&pool, &filter).await.map_err(|e| {
-                    tracing::error!(error = %e, "audit stream failed");
-                    actix_web::error::ErrorInternalServerError("stream failed")
-                })?;
-                if let Some(last) = page.items.last().map(|r| r.position) {
-                    let mut out = String::new();
-                    for row in &page.items {
-                        out.push_str(&format!(
-                            "id: {}\nevent: audit\ndata: {}\n\n",
-                            row.position,
-                            serde_json::to_string(row).unwrap_or_default()
-                        ));
+        (state, filter, after, head, checked),
+        move |(state, mut filter, after, mut head, mut checked)| {
+            let token_hash = token_hash.clone();
+            async move {
+                let pool = state.store.pool();
+                let mut quiet = Duration::ZERO;
+                loop {
+                    if checked.elapsed() >= SESSION_CHECK {
+                        if !may_still_follow(&state, &token_hash).await {
+                            tracing::info!("audit stream ended: its session is no longer valid");
+                            return Ok(None);
+                        }
+                        checked = Instant::now();
                     }
-                    return Ok(Some((Bytes::from(out), (state, filter, last, head))));
+                    filter.after_position = Some(after);
+                    filter.limit = Some(CHUNK);
+                    let page = audit::search(&pool, &filter).await.map_err(|e| {
+                        tracing::error!(error = %e, "audit stream failed");
+                        actix_web::error::ErrorInternalServerError("stream failed")
+                    })?;
+                    if let Some(last) = page.items.last().map(|r| r.position) {
+                        let mut out = String::new();
+                        for row in &page.items {
+                            out.push_str(&format!(
+                                "id: {}\nevent: audit\ndata: {}\n\n",
+                                row.position,
+                                serde_json::to_string(row).unwrap_or_default()
+                            ));
+                        }
+                        return Ok(Some((
+                            Bytes::from(out),
+                            (state, filter, last, head, checked),
+                        )));
+                    }
+                    if quiet >= KEEP_ALIVE {
+                        return Ok(Some((
+                            Bytes::from_static(b": keep-alive\n\n"),
+                            (state, filter, after, head, checked),
+                        )));
+                    }
+                    // A new head wakes us at once; the projection may still be
+                    // applying it, so look again shortly either way.
+                    let _ = tokio::time::timeout(POLL, head.changed()).await;
+                    quiet += POLL;
                 }
-                if quiet >= KEEP_ALIVE {
-                    return Ok(Some((
-                        Bytes::from_static(b": keep-alive\n\n"),
-                        (state, filter, after, head),
-                    )));
-                }
-                // A new head wakes us at once; the projection may still be
-                // applying it, so look again shortly either way.
-                let _ = tokio::time::timeout(POLL, head.changed()).await;
-                quiet += POLL;
             }
         },
     )
