@@ -34,9 +34,18 @@ pub struct SqliteStore {
     head: watch::Receiver<u64>,
 }
 
+/// Opening is serialised within a process. A new file's first connections
+/// switch it to WAL and migrate it, and SQLite answers "database is locked"
+/// at once, without its busy timeout, to a transaction that read before
+/// another connection committed; several stores opening one new file
+/// together (the tests, a CLI beside a server) then exhaust the migration
+/// retries. Across processes the retries remain.
+static OPENING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 impl SqliteStore {
     /// Open (creating the file and its folder if needed) and migrate.
     pub async fn open(url: &str, options: &OpenOptions) -> Result<Self, StoreError> {
+        let _opening = OPENING.lock().await;
         let connect = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -83,10 +92,10 @@ impl SqliteStore {
         loop {
             match MIGRATOR.run(pool).await {
                 Ok(()) => return Ok(()),
-                Err(e) if attempt < 5 => {
+                Err(e) if attempt < 10 => {
                     attempt += 1;
                     tracing::debug!(error = %e, attempt, "migration raced another process; retrying");
-                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -261,6 +270,34 @@ impl From<Tip> for Head {
             recorded_at: (t.position > 0)
                 .then(|| sql::from_micros(t.recorded_at_us))
                 .flatten(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Several stores opening one new file at once (the test suites do,
+    /// a CLI beside a server can): before opening was serialised, about 1
+    /// open in 100 failed with "database is locked" on a busy machine.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn stores_open_one_new_file_together() {
+        let dir = std::env::temp_dir().join("ledgerdesk-store-tests");
+        for round in 0..20 {
+            let path = dir.join(format!("{}-{round}.db", uuid::Uuid::now_v7().simple()));
+            let url = format!("sqlite://{}", path.display());
+            let options = crate::OpenOptions::default();
+            let opened =
+                futures::future::join_all((0..6).map(|_| super::SqliteStore::open(&url, &options)))
+                    .await;
+            let failed: Vec<String> = opened
+                .iter()
+                .filter_map(|r| r.as_ref().err().map(ToString::to_string))
+                .collect();
+            drop(opened);
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+            assert!(failed.is_empty(), "round {round}: {failed:?}");
         }
     }
 }
