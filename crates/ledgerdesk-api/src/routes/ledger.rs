@@ -70,6 +70,20 @@ fn number(name: &str, value: Option<&str>) -> Result<Option<u64>, ApiError> {
         .transpose()
 }
 
+/// `after` (default 0) and `limit` (1 to 1000, default 100) of a paged
+/// read, or a 400 naming the bad one.
+fn page(after: Option<&str>, limit: Option<&str>) -> Result<(u64, u64), ApiError> {
+    let after = number("after", after)?.unwrap_or(0);
+    let limit = number("limit", limit)?.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_field(
+            "limit",
+            format!("limit must be 1 to {MAX_LIMIT}"),
+        ));
+    }
+    Ok((after, limit))
+}
+
 /// The log's head position (0 when empty).
 async fn head(store: &dyn EventStore) -> Result<u64, ApiError> {
     Ok(store.head().await?.position)
@@ -318,14 +332,7 @@ pub async fn events(
     state: web::Data<AppState>,
     query: Query<EventsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let after = number("after", query.after.as_deref())?.unwrap_or(0);
-    let limit = number("limit", query.limit.as_deref())?.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_field(
-            "limit",
-            format!("limit must be 1 to {MAX_LIMIT}"),
-        ));
-    }
+    let (after, limit) = page(query.after.as_deref(), query.limit.as_deref())?;
     let batch = wants_batch(&req);
     let cloudevents = match query.format.as_deref() {
         None => batch,
@@ -702,14 +709,7 @@ pub async fn checkpoints(
     state: web::Data<AppState>,
     query: Query<CheckpointsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let after = number("after", query.after.as_deref())?.unwrap_or(0);
-    let limit = number("limit", query.limit.as_deref())?.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_field(
-            "limit",
-            format!("limit must be 1 to {MAX_LIMIT}"),
-        ));
-    }
+    let (after, limit) = page(query.after.as_deref(), query.limit.as_deref())?;
     if let (Some(since), Some(until)) = (query.since, query.until) {
         if since > until {
             return Err(ApiError::bad_field("since", "since is later than until"));
