@@ -524,51 +524,48 @@ fn follow(
     let head = state.store.watch_head();
     let checked = Instant::now();
     stream::try_unfold(
-        (state, filter, after, head, checked),
-        move |(state, mut filter, after, mut head, mut checked)| {
-            let token_hash = token_hash.clone();
-            async move {
-                let pool = state.store.pool();
-                let mut quiet = Duration::ZERO;
-                loop {
-                    if checked.elapsed() >= SESSION_CHECK {
-                        if !may_still_follow(&state, &token_hash).await {
-                            tracing::info!("audit stream ended: its session is no longer valid");
-                            return Ok(None);
-                        }
-                        checked = Instant::now();
+        (state, filter, after, head, checked, token_hash),
+        |(state, mut filter, after, mut head, mut checked, token_hash)| async move {
+            let pool = state.store.pool();
+            let mut quiet = Duration::ZERO;
+            loop {
+                if checked.elapsed() >= SESSION_CHECK {
+                    if !may_still_follow(&state, &token_hash).await {
+                        tracing::info!("audit stream ended: its session is no longer valid");
+                        return Ok(None);
                     }
-                    filter.after_position = Some(after);
-                    filter.limit = Some(CHUNK);
-                    let page = audit::search(&pool, &filter).await.map_err(|e| {
-                        tracing::error!(error = %e, "audit stream failed");
-                        actix_web::error::ErrorInternalServerError("stream failed")
-                    })?;
-                    if let Some(last) = page.items.last().map(|r| r.position) {
-                        let mut out = String::new();
-                        for row in &page.items {
-                            out.push_str(&format!(
-                                "id: {}\nevent: audit\ndata: {}\n\n",
-                                row.position,
-                                serde_json::to_string(row).unwrap_or_default()
-                            ));
-                        }
-                        return Ok(Some((
-                            Bytes::from(out),
-                            (state, filter, last, head, checked),
-                        )));
-                    }
-                    if quiet >= KEEP_ALIVE {
-                        return Ok(Some((
-                            Bytes::from_static(b": keep-alive\n\n"),
-                            (state, filter, after, head, checked),
-                        )));
-                    }
-                    // A new head wakes us at once; the projection may still be
-                    // applying it, so look again shortly either way.
-                    let _ = tokio::time::timeout(POLL, head.changed()).await;
-                    quiet += POLL;
+                    checked = Instant::now();
                 }
+                filter.after_position = Some(after);
+                filter.limit = Some(CHUNK);
+                let page = audit::search(&pool, &filter).await.map_err(|e| {
+                    tracing::error!(error = %e, "audit stream failed");
+                    actix_web::error::ErrorInternalServerError("stream failed")
+                })?;
+                if let Some(last) = page.items.last().map(|r| r.position) {
+                    let mut out = String::new();
+                    for row in &page.items {
+                        out.push_str(&format!(
+                            "id: {}\nevent: audit\ndata: {}\n\n",
+                            row.position,
+                            serde_json::to_string(row).unwrap_or_default()
+                        ));
+                    }
+                    return Ok(Some((
+                        Bytes::from(out),
+                        (state, filter, last, head, checked, token_hash),
+                    )));
+                }
+                if quiet >= KEEP_ALIVE {
+                    return Ok(Some((
+                        Bytes::from_static(b": keep-alive\n\n"),
+                        (state, filter, after, head, checked, token_hash),
+                    )));
+                }
+                // A new head wakes us at once; the projection may still be
+                // applying it, so look again shortly either way.
+                let _ = tokio::time::timeout(POLL, head.changed()).await;
+                quiet += POLL;
             }
         },
     )
