@@ -124,10 +124,7 @@ pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
         let message = e.into_inner().to_string();
         // A repeated parameter fails at the top (path "."); serde's
         // "duplicate field `x`" names it.
-        let named = message
-            .split('`')
-            .nth(1)
-            .filter(|_| message.starts_with("duplicate field"));
+        let named = named_in(&message, "duplicate field");
         let field = match (path.as_str(), named) {
             (".", Some(name)) => Some(name.to_string()),
             (".", None) => None,
@@ -142,6 +139,15 @@ pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
             field,
         }
     })
+}
+
+/// The field serde names in backticks in a message starting with `kind`
+/// ("missing field `x`", "duplicate field `x`"): errors that belong to no
+/// one field's value, so its path stops above it.
+fn named_in<'m>(message: &'m str, kind: &str) -> Option<&'m str> {
+    message
+        .strip_prefix(kind)
+        .and_then(|rest| rest.split('`').nth(1))
 }
 
 /// Deserialize, naming the offending field on failure.
@@ -168,10 +174,7 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         }
         // "missing field `x`" names the field in the message, one level
         // below the path (an unknown field is already in the path).
-        let named = message
-            .split('`')
-            .nth(1)
-            .filter(|_| message.starts_with("missing field"));
+        let named = named_in(&message, "missing field");
         let field = match (path.as_str(), named) {
             (".", Some(name)) => Some(name.to_string()),
             (".", None) => None,

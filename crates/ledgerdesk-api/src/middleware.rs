@@ -153,51 +153,62 @@ pub async fn gate(
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
         return Ok(refuse(req, ApiError::internal("application state missing")));
     };
-    let unauthorized = |detail| ApiError::Unauthorized { detail };
     let Some(token) = bearer(&req) else {
         return Ok(refuse(
             req,
-            unauthorized("send a bearer token: Authorization: Bearer <token>"),
+            ApiError::Unauthorized {
+                detail: "send a bearer token: Authorization: Bearer <token>",
+            },
         ));
     };
-    let hash = token_hash(token);
-    let session = match state.sessions.get(&hash) {
-        Some(cached) => Some(cached),
-        None => match state.db.session(&hash).await {
-            Ok(found) => {
-                if let Some(row) = &found {
-                    state.sessions.put(&hash, row.clone());
-                }
-                found
-            }
-            Err(e) => return Ok(refuse(req, e.into())),
-        },
+    let method = req.method().to_string();
+    let caller = match authorize(&state, token_hash(token), &method, &pattern, roles).await {
+        Ok(caller) => caller,
+        Err(e) => return Ok(refuse(req, e)),
     };
-    let Some(session) = session.filter(|s| s.active) else {
-        return Ok(refuse(
-            req,
-            unauthorized("the token is unknown, expired or revoked"),
-        ));
-    };
-    let Some(role) = Role::parse(&session.role) else {
-        return Ok(refuse(req, unauthorized("the account has no usable role")));
-    };
-    if !roles.contains(&role) {
-        let detail = format!(
-            "the {} role may not call {} {pattern}",
-            role.as_str(),
-            req.method()
-        );
-        return Ok(refuse(req, ApiError::Forbidden { detail }));
-    }
-    req.extensions_mut().insert(Caller {
-        user_id: session.user_id,
-        role,
-        token_hash: hash,
-    });
+    req.extensions_mut().insert(caller);
     next.call(req)
         .await
         .map(ServiceResponse::map_into_boxed_body)
+}
+
+/// The caller behind a token hash when its session is live (not revoked,
+/// not expired, the account active) and its role is one of `roles`: 401 or
+/// 403 otherwise. The gate asks it once per request; a response that lasts
+/// (the audit stream) asks again while it runs.
+pub(crate) async fn authorize(
+    state: &AppState,
+    hash: String,
+    method: &str,
+    pattern: &str,
+    roles: &[Role],
+) -> Result<Caller, ApiError> {
+    let unauthorized = |detail| ApiError::Unauthorized { detail };
+    let session = match state.sessions.get(&hash) {
+        Some(cached) => Some(cached),
+        None => {
+            let found = state.db.session(&hash).await?;
+            if let Some(row) = &found {
+                state.sessions.put(&hash, row.clone());
+            }
+            found
+        }
+    };
+    let Some(session) = session.filter(|s| s.active) else {
+        return Err(unauthorized("the token is unknown, expired or revoked"));
+    };
+    let Some(role) = Role::parse(&session.role) else {
+        return Err(unauthorized("the account has no usable role"));
+    };
+    if !roles.contains(&role) {
+        let detail = format!("the {} role may not call {method} {pattern}", role.as_str());
+        return Err(ApiError::Forbidden { detail });
+    }
+    Ok(Caller {
+        user_id: session.user_id,
+        role,
+        token_hash: hash,
+    })
 }
 
 fn valid_key(key: &str) -> bool {

@@ -25,10 +25,10 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::auth::Role;
 use crate::error::ApiError;
 use crate::extract::Cx;
-use crate::permissions;
+use crate::middleware::authorize;
+use crate::permissions::{self, Access};
 use crate::routes::views::reached;
 use crate::state::AppState;
 
@@ -495,12 +495,14 @@ pub const SESSION_CHECK: Duration = Duration::from_secs(5);
 /// Whether the token still stands for a user who may follow the stream:
 /// the gate checked it once, at connection, and a stream lasts for hours.
 async fn may_still_follow(state: &AppState, token_hash: &str) -> bool {
-    let access = permissions::lookup("GET", "/api/v1/audit/stream").map(|p| p.access);
-    match state.db.session(token_hash).await {
-        Ok(Some(s)) if s.active => {
-            Role::parse(&s.role).is_some_and(|r| access.is_some_and(|a| a.allows(r)))
-        }
-        Ok(_) => false,
+    const PATTERN: &str = "/api/v1/audit/stream";
+    let roles = match permissions::lookup("GET", PATTERN).map(|p| p.access) {
+        Some(Access::Roles(roles)) => roles,
+        _ => &[],
+    };
+    match authorize(state, token_hash.to_string(), "GET", PATTERN, roles).await {
+        Ok(_) => true,
+        Err(ApiError::Unauthorized { .. } | ApiError::Forbidden { .. }) => false,
         // A failed check is no revocation; the next one decides.
         Err(e) => {
             tracing::warn!(error = %e, "cannot check the audit stream's session");
