@@ -6,6 +6,7 @@
 //! instead of skipping it.
 
 pub mod app;
+pub mod raw;
 
 use std::path::PathBuf;
 use std::sync::Arc;

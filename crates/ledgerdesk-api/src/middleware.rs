@@ -1,6 +1,9 @@
-//! The three layers every request passes, outermost first:
-//! [`observe`] (request id, tracing span, metrics), [`gate`] (token and the
-//! permission table) and [`idempotency`] (`Idempotency-Key` replay).
+//! The layers a request passes, outermost first: [`observe`] (request id,
+//! tracing span, metrics, security headers) wraps the whole application;
+//! [`gate`] (token and the route's row of the permission table) and
+//! [`idempotency`] (`Idempotency-Key` replay) wrap each route where
+//! [`crate::routes::configure`] mounts it, so they run only once routing
+//! has decided which handler answers.
 
 use std::time::Instant;
 
@@ -19,7 +22,8 @@ use crate::auth::{token_hash, Caller, Role};
 use crate::db::{Idempotency, StoredResponse};
 use crate::error::ApiError;
 use crate::extract::RequestId;
-use crate::permissions::{self, Access, PERMISSIONS};
+use crate::permissions::{Access, Permission};
+use crate::routes::BodyLimit;
 use crate::state::AppState;
 
 /// The request id header, read and returned.
@@ -28,6 +32,8 @@ pub const REQUEST_ID: &str = "x-request-id";
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// Set on a replayed response.
 pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+/// Room for multipart boundaries and part headers around an upload's bytes.
+pub const MULTIPART_FRAMING: usize = 65_536;
 /// A claimed key with no response after this long is taken over (seconds).
 const IDEMPOTENCY_STALE_SECS: i64 = 120;
 
@@ -89,6 +95,7 @@ pub async fn observe(
         res.headers_mut()
             .insert(HeaderName::from_static(REQUEST_ID), value);
     }
+    secure_headers(res.headers_mut());
     let status = res.status().as_u16();
     let elapsed = started.elapsed();
     if let Some(metrics) = metrics {
@@ -104,6 +111,30 @@ pub async fn observe(
     Ok(res)
 }
 
+/// Headers every answer carries. The API sends data, never pages, so the
+/// policy forbids everything a browser could load or frame from it; an
+/// answer that sets its own policy (a page) keeps it.
+fn secure_headers(headers: &mut actix_web::http::header::HeaderMap) {
+    let defaults = [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        ),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (
+            HeaderName::from_static("cross-origin-resource-policy"),
+            "same-origin",
+        ),
+    ];
+    for (name, value) in defaults {
+        if !headers.contains_key(&name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
+}
+
 fn refuse(req: ServiceRequest, error: ApiError) -> ServiceResponse<BoxBody> {
     req.into_response(error.error_response())
 }
@@ -117,34 +148,18 @@ fn bearer(req: &ServiceRequest) -> Option<&str> {
         .then_some(token)
 }
 
-/// Authenticate and authorise by [`PERMISSIONS`]: public routes pass,
-/// the others need a live token (401) of an allowed role (403). Routes not
-/// matched at all pass on to the 404/405 answers.
+/// Authenticate and authorise one route by its row of
+/// [`crate::permissions::PERMISSIONS`]:
+/// public routes pass, the others need a live token (401) of an allowed
+/// role (403). It wraps each route where it is mounted
+/// ([`crate::routes::configure`]), so it judges the route that runs, not a
+/// guess from the raw path.
 pub async fn gate(
+    row: &'static Permission,
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let Some(pattern) = req.match_pattern() else {
-        return next
-            .call(req)
-            .await
-            .map(ServiceResponse::map_into_boxed_body);
-    };
-    let access = match permissions::lookup(req.method().as_str(), &pattern) {
-        Some(p) => p.access,
-        // Another method of a known route: the resource answers 405.
-        None if PERMISSIONS.iter().any(|p| p.path == pattern) => Access::Public,
-        None => {
-            tracing::error!(route = %pattern, "route missing from the permission table");
-            return Ok(refuse(
-                req,
-                ApiError::Forbidden {
-                    detail: "this route has no permission entry".into(),
-                },
-            ));
-        }
-    };
-    let Access::Roles(roles) = access else {
+    let Access::Roles(roles) = row.access else {
         return next
             .call(req)
             .await
@@ -161,8 +176,7 @@ pub async fn gate(
             },
         ));
     };
-    let method = req.method().to_string();
-    let caller = match authorize(&state, token_hash(token), &method, &pattern, roles).await {
+    let caller = match authorize(&state, token_hash(token), row.method, row.path, roles).await {
         Ok(caller) => caller,
         Err(e) => return Ok(refuse(req, e)),
     };
@@ -219,6 +233,7 @@ fn valid_key(key: &str) -> bool {
 /// `Idempotency-Key` by the same user, writing nothing new. Only 2xx
 /// responses are kept: a refused command wrote nothing and may be resent.
 pub async fn idempotency(
+    limit: BodyLimit,
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
@@ -250,8 +265,25 @@ pub async fn idempotency(
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
         return Ok(refuse(req, ApiError::internal("application state missing")));
     };
-    // Read the body to fingerprint the request, then hand it on.
-    let limit = state.max_file_bytes as usize + state.max_json_bytes + 65_536;
+    // Read the body to fingerprint the request, then hand it on; never more
+    // of it than the route itself would read.
+    let limit = match limit {
+        BodyLimit::Json => state.max_json_bytes,
+        BodyLimit::File => state.max_file_bytes as usize + MULTIPART_FRAMING,
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Ok(refuse(
+            req,
+            ApiError::PayloadTooLarge {
+                limit: limit as u64,
+            },
+        ));
+    }
     let mut payload = req.take_payload();
     let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {

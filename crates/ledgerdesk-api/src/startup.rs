@@ -123,8 +123,6 @@ impl Application {
                 )
                 .app_data(web::PathConfig::default().error_handler(extract::path_error))
                 .configure(routes::configure)
-                .wrap(from_fn(middleware::idempotency))
-                .wrap(from_fn(middleware::gate))
                 .wrap(from_fn(middleware::observe))
         })
         .shutdown_timeout(settings.http.shutdown_timeout_secs);

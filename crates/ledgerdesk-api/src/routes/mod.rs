@@ -14,14 +14,16 @@ pub mod tickets;
 pub mod users;
 pub mod views;
 
-use actix_web::http::header;
-use actix_web::{web, HttpResponse};
+use actix_web::http::{header, Method};
+use actix_web::middleware::from_fn;
+use actix_web::{web, FromRequest, Handler, HttpResponse, Responder};
 use ledgerdesk_app::{Outcome, PairOutcome};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::{middleware, permissions};
 
 /// Where a command left its stream.
 #[derive(Debug, Serialize, ToSchema)]
@@ -135,93 +137,278 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
     })
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
+/// How large a body a route reads, so that the idempotency layer (which
+/// buffers the body to fingerprint it) refuses what the route would refuse
+/// before holding more of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyLimit {
+    /// `http.max_json_bytes`.
+    Json,
+    /// `files.max_bytes` plus room for the multipart framing.
+    File,
 }
 
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
+/// A resource whose every route carries its own row of the permission
+/// table. Authorization runs on the route that actually answers, after
+/// routing has decoded the path, so no spelling of a path can reach a
+/// handler without its check; a route with no row panics when mounted, so
+/// an unlisted route cannot be served. Other methods get 405 with `Allow`.
+struct Secured {
+    path: &'static str,
+    resource: actix_web::Resource,
+    methods: Vec<&'static str>,
 }
 
-/// Mount every route.
+fn at(path: &'static str) -> Secured {
+    Secured {
+        path,
+        resource: web::resource(path),
+        methods: Vec::new(),
+    }
+}
+
+impl Secured {
+    fn on<F, Args>(self, method: &'static str, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.route(method, BodyLimit::Json, handler)
+    }
+
+    fn upload<F, Args>(self, method: &'static str, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.route(method, BodyLimit::File, handler)
+    }
+
+    fn route<F, Args>(mut self, method: &'static str, limit: BodyLimit, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        let Some(row) = permissions::lookup(method, self.path) else {
+            panic!("{method} {} has no row in the permission table", self.path);
+        };
+        let verb = Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+        // The last wrap runs first: the gate, then idempotency, then the
+        // handler and its extractors.
+        let route = web::method(verb)
+            .to(handler)
+            .wrap(from_fn(move |req, next| {
+                middleware::idempotency(limit, req, next)
+            }))
+            .wrap(from_fn(move |req, next| middleware::gate(row, req, next)));
+        self.methods.push(method);
+        self.resource = self.resource.route(route);
+        self
+    }
+
+    fn done(self) -> actix_web::Resource {
+        let allow = self.methods.join(", ");
+        self.resource.default_service(web::to(move || {
+            let allow = allow.clone();
+            async move { Err::<HttpResponse, _>(ApiError::MethodNotAllowed { allow }) }
+        }))
+    }
+}
+
+/// Mount every route, each with its row of [`permissions::PERMISSIONS`].
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    use actix_web::web::{delete, get, patch, post, put};
-    cfg.service(resource("/healthz").route(get().to(health::healthz)))
-        .service(resource("/readyz").route(get().to(health::readyz)))
-        .service(resource("/metrics").route(get().to(health::metrics)))
-        .service(resource("/openapi.json").route(get().to(health::openapi)))
-        .service(resource("/api/v1/auth/login").route(post().to(auth::login)))
-        .service(resource("/api/v1/auth/logout").route(post().to(auth::logout)))
-        .service(resource("/api/v1/me").route(get().to(auth::me)))
+    cfg.service(at("/healthz").on("GET", health::healthz).done())
+        .service(at("/readyz").on("GET", health::readyz).done())
+        .service(at("/metrics").on("GET", health::metrics).done())
+        .service(at("/openapi.json").on("GET", health::openapi).done())
+        .service(at("/api/v1/auth/login").on("POST", auth::login).done())
+        .service(at("/api/v1/auth/logout").on("POST", auth::logout).done())
+        .service(at("/api/v1/me").on("GET", auth::me).done())
         .service(
-            resource("/api/v1/users")
-                .route(post().to(users::create))
-                .route(get().to(users::list)),
+            at("/api/v1/users")
+                .on("POST", users::create)
+                .on("GET", users::list)
+                .done(),
         )
         .service(
-            resource("/api/v1/users/{id}")
-                .route(get().to(users::get))
-                .route(patch().to(users::update)),
-        )
-        .service(resource("/api/v1/users/{id}/state").route(put().to(users::change_state)))
-        .service(
-            resource("/api/v1/departments")
-                .route(post().to(departments::create))
-                .route(get().to(departments::list)),
-        )
-        .service(resource("/api/v1/departments/{id}").route(patch().to(departments::update)))
-        .service(
-            resource("/api/v1/tickets")
-                .route(post().to(tickets::create))
-                .route(get().to(views::list_tickets)),
-        )
-        .service(resource("/api/v1/reports/agents").route(get().to(views::agent_report)))
-        .service(resource("/api/v1/reports/departments").route(get().to(views::department_report)))
-        .service(resource("/api/v1/admin/projections").route(get().to(views::projections)))
-        .service(
-            resource("/api/v1/admin/projections/{name}/rebuild").route(post().to(views::rebuild)),
-        )
-        .service(resource("/api/v1/audit").route(get().to(audit::search)))
-        .service(resource("/api/v1/audit/actions").route(get().to(audit::actions)))
-        .service(resource("/api/v1/audit/stream").route(get().to(audit::stream)))
-        .service(resource("/api/v1/admin/erasure").route(post().to(privacy::erase)))
-        .service(resource("/api/v1/tickets/{id}").route(get().to(tickets::get)))
-        .service(resource("/api/v1/tickets/{id}/history").route(get().to(tickets::history)))
-        .service(resource("/api/v1/tickets/{id}/messages").route(post().to(tickets::message)))
-        .service(resource("/api/v1/tickets/{id}/notes").route(post().to(tickets::note)))
-        .service(resource("/api/v1/tickets/{id}/files").route(post().to(files::upload)))
-        .service(resource("/api/v1/tickets/{id}/status").route(post().to(tickets::status)))
-        .service(resource("/api/v1/tickets/{id}/priority").route(post().to(tickets::priority)))
-        .service(resource("/api/v1/tickets/{id}/transfer").route(post().to(tickets::transfer)))
-        .service(resource("/api/v1/tickets/{id}/tags").route(post().to(tickets::tags)))
-        .service(resource("/api/v1/tickets/{id}/ranking").route(post().to(tickets::ranking)))
-        .service(resource("/api/v1/tickets/{id}/split").route(post().to(tickets::split)))
-        .service(resource("/api/v1/tickets/{id}/merge").route(post().to(tickets::merge)))
-        .service(resource("/api/v1/tickets/{id}/forward").route(post().to(tickets::forward)))
-        .service(resource("/api/v1/tickets/{id}/calls").route(post().to(tickets::call)))
-        .service(
-            resource("/api/v1/tickets/{id}/voice-messages")
-                .route(post().to(tickets::voice_message)),
-        )
-        .service(resource("/api/v1/tickets/{id}/chat").route(post().to(tickets::chat)))
-        .service(
-            resource("/api/v1/tickets/{id}/views")
-                .route(post().to(tickets::view))
-                .route(delete().to(tickets::leave)),
+            at("/api/v1/users/{id}")
+                .on("GET", users::get)
+                .on("PATCH", users::update)
+                .done(),
         )
         .service(
-            resource("/api/v1/tickets/{id}/system-messages")
-                .route(post().to(tickets::system_message)),
+            at("/api/v1/users/{id}/state")
+                .on("PUT", users::change_state)
+                .done(),
         )
-        .service(resource("/api/v1/files/{sha256}").route(get().to(files::download)))
-        .service(resource("/api/v1/activity").route(post().to(settings::activity)))
-        .service(resource("/api/v1/settings").route(get().to(settings::get)))
-        .service(resource("/api/v1/settings/{key}").route(put().to(settings::change)))
-        .service(resource("/api/v1/events").route(get().to(ledger::events)))
-        .service(resource("/api/v1/events/{position}/proof").route(get().to(ledger::proof)))
-        .service(resource("/api/v1/audit/consistency").route(get().to(ledger::consistency)))
-        .service(resource("/api/v1/audit/checkpoints").route(get().to(ledger::checkpoints)))
-        .service(resource("/api/v1/audit/public-key").route(get().to(ledger::public_key)))
-        .service(resource("/api/v1/admin/verify").route(get().to(ledger::verify)))
+        .service(
+            at("/api/v1/departments")
+                .on("POST", departments::create)
+                .on("GET", departments::list)
+                .done(),
+        )
+        .service(
+            at("/api/v1/departments/{id}")
+                .on("PATCH", departments::update)
+                .done(),
+        )
+        .service(
+            at("/api/v1/tickets")
+                .on("POST", tickets::create)
+                .on("GET", views::list_tickets)
+                .done(),
+        )
+        .service(
+            at("/api/v1/reports/agents")
+                .on("GET", views::agent_report)
+                .done(),
+        )
+        .service(
+            at("/api/v1/reports/departments")
+                .on("GET", views::department_report)
+                .done(),
+        )
+        .service(
+            at("/api/v1/admin/projections")
+                .on("GET", views::projections)
+                .done(),
+        )
+        .service(
+            at("/api/v1/admin/projections/{name}/rebuild")
+                .on("POST", views::rebuild)
+                .done(),
+        )
+        .service(at("/api/v1/audit").on("GET", audit::search).done())
+        .service(at("/api/v1/audit/actions").on("GET", audit::actions).done())
+        .service(at("/api/v1/audit/stream").on("GET", audit::stream).done())
+        .service(
+            at("/api/v1/admin/erasure")
+                .on("POST", privacy::erase)
+                .done(),
+        )
+        .service(at("/api/v1/tickets/{id}").on("GET", tickets::get).done())
+        .service(
+            at("/api/v1/tickets/{id}/history")
+                .on("GET", tickets::history)
+                .done(),
+        )
+        .service(
+            at("/api/v1/tickets/{id}/messages")
+                .on("POST", tickets::message)
+                .done(),
+        )
+        .service(
+            at("/api/v1/tickets/{id}/notes")
+                .on("POST", tickets::note)
+                .done(),
+        )
+        .service(
+            at("/api/v1/tickets/{id}/files")
+                .upload("POST", files::upload)
+                .done(),
+        )
+        .service(
+            at("/api/v1/tickets/{id}/status")
+                .on("POST", tickets::status)
+                .done(),
+        )
+        .service(
+            at("/api/v1/tickets/{id}/priority")
+                .on("POST", tickets::priority)
+                .done(),
+        )
+        .service(
+            at("/api/v1/tickets/{id}/transfer")
+                .on("POST", tickets::transfer)
+                .done(),
+        )
+        .service(
+            at("/api/v1/tickets/{id}/tags")
+                .on("POST", tickets::tags)
+                .done(),
+        )
+        .service(
+            at("/api/v1/tickets/{id}/ranking")
+                .on("POST", tickets::ranking)
+                .done(),
+        )
+        .service(
+            at("/api/v1/tickets/{id}/split")
+                .on("POST", tickets::split)
+                .done(),
+        )
+        .service(
+            at("/api/v1/tickets/{id}/merge")
+                .on("POST", tickets::merge)
+                .done(),
+        )
+        .service(
+            at("/api/v1/tickets/{id}/forward")
+                .on("POST", tickets::forward)
+                .done(),
+        )
+        .service(
+            at("/api/v1/tickets/{id}/calls")
+                .on("POST", tickets::call)
+                .done(),
+        )
+        .service(
+            at("/api/v1/tickets/{id}/voice-messages")
+                .on("POST", tickets::voice_message)
+                .done(),
+        )
+        .service(
+            at("/api/v1/tickets/{id}/chat")
+                .on("POST", tickets::chat)
+                .done(),
+        )
+        .service(
+            at("/api/v1/tickets/{id}/views")
+                .on("POST", tickets::view)
+                .on("DELETE", tickets::leave)
+                .done(),
+        )
+        .service(
+            at("/api/v1/tickets/{id}/system-messages")
+                .on("POST", tickets::system_message)
+                .done(),
+        )
+        .service(
+            at("/api/v1/files/{sha256}")
+                .on("GET", files::download)
+                .done(),
+        )
+        .service(at("/api/v1/activity").on("POST", settings::activity).done())
+        .service(at("/api/v1/settings").on("GET", settings::get).done())
+        .service(
+            at("/api/v1/settings/{key}")
+                .on("PUT", settings::change)
+                .done(),
+        )
+        .service(at("/api/v1/events").on("GET", ledger::events).done())
+        .service(
+            at("/api/v1/events/{position}/proof")
+                .on("GET", ledger::proof)
+                .done(),
+        )
+        .service(
+            at("/api/v1/audit/consistency")
+                .on("GET", ledger::consistency)
+                .done(),
+        )
+        .service(
+            at("/api/v1/audit/checkpoints")
+                .on("GET", ledger::checkpoints)
+                .done(),
+        )
+        .service(
+            at("/api/v1/audit/public-key")
+                .on("GET", ledger::public_key)
+                .done(),
+        )
+        .service(at("/api/v1/admin/verify").on("GET", ledger::verify).done())
         .default_service(web::to(not_found));
 }
