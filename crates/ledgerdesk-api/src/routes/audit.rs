@@ -419,19 +419,26 @@ fn csv_row(out: &mut String, r: &AuditRow) {
 }
 
 fn csv_field(out: &mut String, value: &str) {
-    // A leading =, +, - or @ would run as a formula in a spreadsheet; so,
-    // in some, would one after a leading tab or carriage return (OWASP).
-    let formula = value.starts_with(['=', '+', '-', '@', '\t', '\r']);
-    if formula || value.contains([',', '"', '\r', '\n']) {
-        out.push('"');
-        if formula {
+    // Every cell is quoted, and a formula trigger (= + - @, tab, carriage
+    // return) that begins the cell or follows a separator a spreadsheet may
+    // split on (, ; | tab, line breaks) gets a ' before it, so no cell, and
+    // no piece of one that another locale's separator cuts out, starts a
+    // formula (OWASP CSV injection). NDJSON keeps the exact text.
+    const TRIGGERS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+    const SEPARATORS: [char; 6] = [',', ';', '|', '\t', '\r', '\n'];
+    out.push('"');
+    let mut at_start = true;
+    for c in value.chars() {
+        if at_start && TRIGGERS.contains(&c) {
             out.push('\'');
         }
-        out.push_str(&value.replace('"', "\"\""));
-        out.push('"');
-    } else {
-        out.push_str(value);
+        if c == '"' {
+            out.push('"');
+        }
+        out.push(c);
+        at_start = SEPARATORS.contains(&c);
     }
+    out.push('"');
 }
 
 /// Follow new audit entries as Server-Sent Events.
@@ -620,18 +627,23 @@ mod tests {
 
     #[test]
     fn csv_quotes_per_rfc_4180_and_defuses_formulas() {
-        let mut out = String::new();
-        csv_field(&mut out, "plain");
-        out.push('|');
-        csv_field(&mut out, "a,b \"c\"\r\nd");
-        out.push('|');
-        csv_field(&mut out, "=HYPERLINK(\"x\")");
-        out.push('|');
-        csv_field(&mut out, "\t=1+1");
-        assert_eq!(
-            out,
-            "plain|\"a,b \"\"c\"\"\r\nd\"|\"'=HYPERLINK(\"\"x\"\")\"|\"'\t=1+1\""
-        );
+        let cell = |v: &str| {
+            let mut out = String::new();
+            csv_field(&mut out, v);
+            out
+        };
+        assert_eq!(cell("plain"), "\"plain\"");
+        assert_eq!(cell("a,b \"c\"\r\nd"), "\"a,b \"\"c\"\"\r\nd\"");
+        assert_eq!(cell("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(cell("\t=1+1"), "\"'\t'=1+1\"");
+        // After a separator another locale's spreadsheet splits on.
+        assert_eq!(cell("ok;=cmd|' /C calc'!A0"), "\"ok;'=cmd|' /C calc'!A0\"");
+        assert_eq!(cell("a,-2+3"), "\"a,'-2+3\"");
+        assert_eq!(cell("line\n@SUM(A1)"), "\"line\n'@SUM(A1)\"");
+        assert_eq!(cell("x|+1"), "\"x|'+1\"");
+        // A trigger inside a cell's text is left alone.
+        assert_eq!(cell("1-2=3"), "\"1-2=3\"");
+        assert_eq!(cell(""), "\"\"");
     }
 
     #[test]
