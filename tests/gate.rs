@@ -1,7 +1,10 @@
-//! The permission gate, walked: every mounted route, spelt every way a
-//! client can spell it, as every kind of caller, must answer exactly what
-//! its row of the permission table says. The spellings are generated from
-//! each route's pattern, so a new route is walked the day it is added.
+//! The edge of the server. The permission gate, walked: every mounted
+//! route, spelt every way a client can spell it, as every kind of caller,
+//! must answer exactly what its row of the permission table says (the
+//! spellings are generated from each route's pattern, so a new route is
+//! walked the day it is added). Then the HTTP hygiene every answer owes:
+//! `Allow` on 405, security headers, body limits before buffering, and
+//! query values held to what the OpenAPI document says.
 
 use futures::StreamExt;
 use ledgerdesk_api::permissions::{Access, Permission, PERMISSIONS};
@@ -14,6 +17,7 @@ backend_tests!(
     other_methods_get_405_with_allow,
     every_answer_carries_the_security_headers,
     an_idempotent_request_is_held_to_the_route_limit,
+    log_positions_beyond_int64_are_refused_by_name,
 );
 
 /// One way of writing a route's path, and whether the router must take it
@@ -375,4 +379,46 @@ async fn an_idempotent_request_is_held_to_the_route_limit(db: &TestDb) {
         .await
         .unwrap();
     assert!(res.status().is_success(), "{}", res.status());
+}
+
+async fn log_positions_beyond_int64_are_refused_by_name(db: &TestDb) {
+    let app = spawn_app(db).await;
+    let ticket = app.ticket(&app.admin).await;
+    let head = app.head().await;
+    let too_big = "9223372036854775808";
+    for (path, field) in [
+        (
+            format!("/api/v1/tickets?min_position={too_big}"),
+            "min_position",
+        ),
+        (
+            format!("/api/v1/audit?min_position={too_big}"),
+            "min_position",
+        ),
+        (format!("/api/v1/events?after={too_big}"), "after"),
+        (
+            format!("/api/v1/audit/checkpoints?after={too_big}"),
+            "after",
+        ),
+        (
+            format!("/api/v1/tickets/{ticket}?at_position={too_big}"),
+            "at_position",
+        ),
+        (
+            format!("/api/v1/tickets/{ticket}/history?at_position={too_big}"),
+            "at_position",
+        ),
+    ] {
+        let body = problem(app.get(&path, &app.admin).await, 400).await;
+        assert_eq!(body["field"], field, "{path}: {body}");
+    }
+    // The largest one the document allows is read as a position.
+    let res = app
+        .get(
+            &format!("/api/v1/tickets/{ticket}?at_position=9223372036854775807"),
+            &app.admin,
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(app.head().await, head, "refusals write nothing");
 }

@@ -178,18 +178,10 @@ impl Params {
                 }
                 "cursor" => p.cursor = Some(decode_cursor(value)?),
                 "min_position" => {
-                    p.min_position = Some(
-                        value
-                            .parse()
-                            .map_err(|_| bad("min_position must be a log position".into()))?,
-                    )
+                    p.min_position = Some(super::parse_position("min_position", value)?)
                 }
                 "last_event_id" => {
-                    p.last_event_id = Some(
-                        value
-                            .parse()
-                            .map_err(|_| bad("last_event_id must be a log position".into()))?,
-                    )
+                    p.last_event_id = Some(super::parse_position("last_event_id", value)?)
                 }
                 "format" => {
                     p.format = Some(match value {

@@ -61,13 +61,7 @@ impl From<AuditError> for ApiError {
 
 /// A whole number from the query, or a 400 naming the parameter.
 fn number(name: &str, value: Option<&str>) -> Result<Option<u64>, ApiError> {
-    value
-        .map(|v| {
-            v.parse::<u64>().map_err(|_| {
-                ApiError::bad_field(name, format!("{name} must be a whole number, 0 or more"))
-            })
-        })
-        .transpose()
+    value.map(|v| super::parse_position(name, v)).transpose()
 }
 
 /// `after` (default 0) and `limit` (1 to 1000, default 100) of a paged
@@ -897,7 +891,11 @@ mod tests {
     fn numbers_name_their_parameter() {
         assert_eq!(number("after", Some("7")).unwrap(), Some(7));
         assert_eq!(number("after", None).unwrap(), None);
-        for bad in ["-1", "x", "1.5", ""] {
+        assert_eq!(
+            number("after", Some("9223372036854775807")).unwrap(),
+            Some(i64::MAX as u64)
+        );
+        for bad in ["-1", "x", "1.5", "", "9223372036854775808"] {
             let e = number("after", Some(bad)).unwrap_err();
             assert_eq!(e.problem().field.as_deref(), Some("after"), "{bad}");
         }

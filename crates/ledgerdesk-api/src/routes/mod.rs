@@ -74,6 +74,34 @@ impl From<PairOutcome> for PairResult {
     }
 }
 
+/// The largest log position a query may name: positions are stored as
+/// signed 64-bit integers, and the OpenAPI document says `int64`.
+pub const MAX_POSITION: u64 = i64::MAX as u64;
+
+/// A log position given as text, or a 400 naming `name`.
+pub fn parse_position(name: &str, value: &str) -> Result<u64, ApiError> {
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n <= MAX_POSITION)
+        .ok_or_else(|| {
+            ApiError::bad_field(
+                name,
+                format!("{name} must be a log position, a whole number from 0 to {MAX_POSITION}"),
+            )
+        })
+}
+
+/// `#[serde(deserialize_with)]` for an optional log position in a query.
+pub fn position<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match Option::<u64>::deserialize(d)? {
+        Some(n) if n > MAX_POSITION => Err(serde::de::Error::custom(format!(
+            "must be a log position, a whole number from 0 to {MAX_POSITION}"
+        ))),
+        other => Ok(other),
+    }
+}
+
 /// `ETag` value of a stream version.
 pub fn etag(version: u64) -> String {
     format!("\"{version}\"")

@@ -29,8 +29,9 @@ pub struct SettingsView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettingRequest {
-    /// Any JSON value; `null` unsets the key.
-    #[schema(value_type = Object)]
+    /// Any JSON value (a string, number, boolean, array or object);
+    /// `null` unsets the key.
+    #[schema(value_type = serde_json::Value)]
     pub value: Value,
 }
 

@@ -286,6 +286,7 @@ pub struct AsOf {
     pub as_of: Option<DateTime<Utc>>,
     /// The ticket as it stood once the log reached this position.
     #[param(minimum = 0)]
+    #[serde(default, deserialize_with = "super::position")]
     pub at_position: Option<u64>,
 }
 

@@ -56,6 +56,7 @@ pub struct TicketQuery {
     pub cursor: Option<String>,
     /// Wait until the projection has applied this log position.
     #[param(minimum = 0)]
+    #[serde(default, deserialize_with = "super::position")]
     pub min_position: Option<u64>,
 }
 
