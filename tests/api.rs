@@ -2,6 +2,8 @@
 //! database (SQLite always, PostgreSQL when LEDGERDESK_TEST_POSTGRES_URL is
 //! set), started by `ledgerdesk_tests::app`.
 
+use std::time::Duration;
+
 use ledgerdesk_api::permissions::{Access, PERMISSIONS};
 use ledgerdesk_tests::app::*;
 use ledgerdesk_tests::{backend_tests, TestDb};
@@ -22,6 +24,11 @@ backend_tests!(
     files_are_stored_by_hash_and_limited,
     users_departments_settings_and_activity,
     operations_endpoints_answer,
+    parallel_wrong_passwords_are_counted_before_they_are_checked,
+    the_right_password_does_not_pass_once_attempts_reach_the_limit,
+    a_saturated_verifier_answers_503_and_counts_no_failure,
+    throttled_logins_add_a_bounded_number_of_events,
+    answers_with_a_token_are_not_cached,
 );
 
 async fn logging_in_and_out_is_recorded(db: &TestDb) {
@@ -124,7 +131,157 @@ async fn failed_logins_are_slowed_down_without_revealing_accounts(db: &TestDb) {
         .iter()
         .filter(|e| e.payload.contains("too_many_attempts"))
         .count();
-    assert_eq!(refusals, 3, "each refusal is an event");
+    // The start of the throttle is recorded once for the account and once
+    // for the address, not once per refusal.
+    assert_eq!(refusals, 2, "a throttle is recorded when it starts");
+}
+
+/// A login attempt for `email`: its status.
+async fn attempt(app: &TestApp, email: &str, password: &str) -> reqwest::Response {
+    app.send(
+        Method::POST,
+        "/api/v1/auth/login",
+        None,
+        Some(json!({"email": email, "password": password})),
+    )
+    .await
+}
+
+async fn parallel_wrong_passwords_are_counted_before_they_are_checked(db: &TestDb) {
+    let app = spawn_app(db).await;
+    let statuses = futures::future::join_all((0..40).map(|i| {
+        attempt(
+            &app,
+            ADMIN_EMAIL,
+            if i % 2 == 0 { "wrong-1" } else { "wrong-2" },
+        )
+    }))
+    .await
+    .into_iter()
+    .map(|r| r.status().as_u16())
+    .collect::<Vec<_>>();
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert!(
+        checked as u32 <= MAX_FAILED,
+        "{checked} checked: {statuses:?}"
+    );
+    assert_eq!(checked + refused, 40, "{statuses:?}");
+}
+
+async fn the_right_password_does_not_pass_once_attempts_reach_the_limit(db: &TestDb) {
+    let app = spawn_app_with(
+        db,
+        &[
+            ("LEDGERDESK__AUTH__MAX_CONCURRENT_VERIFICATIONS", "1"),
+            ("LEDGERDESK__AUTH__VERIFICATION_WAIT_MS", "60000"),
+        ],
+    )
+    .await;
+    // Hold the one verifier: the first attempts take their slots and wait.
+    let held = app.verifier.permits().acquire_owned().await.unwrap();
+    let waiting = (0..MAX_FAILED)
+        .map(|_| {
+            let (client, url) = (app.client.clone(), app.url("/api/v1/auth/login"));
+            tokio::spawn(async move {
+                client
+                    .post(url)
+                    .json(&json!({"email": ADMIN_EMAIL, "password": "wrong-wrong"}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect::<Vec<_>>();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while app.verifier.waiting() < MAX_FAILED as usize {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the attempts never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The rest of 30 attempts, the right password last: none is checked
+    // while the first ones are pending, not even the right one.
+    for _ in MAX_FAILED..29 {
+        problem(attempt(&app, ADMIN_EMAIL, "wrong-wrong").await, 429).await;
+    }
+    problem(attempt(&app, ADMIN_EMAIL, ADMIN_PASSWORD).await, 429).await;
+    drop(held);
+    for task in waiting {
+        assert_eq!(task.await.unwrap(), 401);
+    }
+    // Now the failures themselves hold the limit.
+    problem(attempt(&app, ADMIN_EMAIL, ADMIN_PASSWORD).await, 429).await;
+}
+
+async fn a_saturated_verifier_answers_503_and_counts_no_failure(db: &TestDb) {
+    let app = spawn_app_with(
+        db,
+        &[
+            ("LEDGERDESK__AUTH__MAX_CONCURRENT_VERIFICATIONS", "1"),
+            ("LEDGERDESK__AUTH__VERIFICATION_WAIT_MS", "50"),
+        ],
+    )
+    .await;
+    let held = app.verifier.permits().acquire_owned().await.unwrap();
+    for _ in 0..=MAX_FAILED {
+        let res = attempt(&app, ADMIN_EMAIL, "wrong-wrong").await;
+        let retry = res.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>();
+        assert!(retry.unwrap() >= 1);
+        let busy = problem(res, 503).await;
+        assert_eq!(busy["code"], "verifier_busy");
+    }
+    drop(held);
+    // Unchecked attempts are no failures: the right password still passes.
+    app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+}
+
+async fn throttled_logins_add_a_bounded_number_of_events(db: &TestDb) {
+    let app = spawn_app(db).await;
+    for _ in 0..MAX_FAILED {
+        problem(attempt(&app, ADMIN_EMAIL, "wrong-wrong").await, 401).await;
+    }
+    let before = app.events().await.len();
+    let app = &app;
+    for round in 0..20 {
+        let statuses = futures::future::join_all((0..10).map(|i| {
+            let email = if i % 2 == 0 {
+                ADMIN_EMAIL.to_string()
+            } else {
+                format!("ghost{round}-{i}@desk.example")
+            };
+            async move { attempt(app, &email, "wrong-wrong").await.status().as_u16() }
+        }))
+        .await;
+        assert!(statuses.iter().all(|s| *s == 429), "{statuses:?}");
+    }
+    let added = app.events().await.split_off(before);
+    // The account's throttle and the address's, each once in the window.
+    assert!(
+        added.len() <= 2,
+        "200 refusals added {} events",
+        added.len()
+    );
+    assert!(added
+        .iter()
+        .all(|e| e.payload.contains("too_many_attempts")));
+}
+
+async fn answers_with_a_token_are_not_cached(db: &TestDb) {
+    let app = spawn_app(db).await;
+    let res = attempt(&app, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    assert_eq!(res.headers()["pragma"], "no-cache");
+    let res = app.get("/api/v1/me", &app.admin).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["cache-control"], "no-store");
 }
 
 async fn a_ticket_lives_its_whole_life_over_http(db: &TestDb) {

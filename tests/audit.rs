@@ -18,6 +18,8 @@ backend_tests!(
     the_live_stream_ends_with_its_session,
     tickets_travel_in_time_and_show_their_history,
     erasure_shreds_personal_data_and_keeps_the_log_verifiable,
+    live_streams_are_capped_per_user_until_one_closes,
+    live_streams_share_one_reader_of_the_log,
 );
 
 /// The newest audit position, once the audit view has caught up.
@@ -821,4 +823,114 @@ async fn erasure_shreds_personal_data_and_keeps_the_log_verifiable(db: &TestDb) 
         verified["checkpoints_checked"].as_u64().unwrap() >= 1,
         "{verified}"
     );
+}
+
+async fn open_stream(app: &TestApp, token: &str, query: &str) -> reqwest::Response {
+    app.client
+        .get(app.url(&format!("/api/v1/audit/stream{query}")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn live_streams_are_capped_per_user_until_one_closes(db: &TestDb) {
+    let app = spawn_app_with(db, &[("LEDGERDESK__AUDIT__MAX_STREAMS_PER_USER", "3")]).await;
+    let (_, auditor) = app.user("auditor").await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let res = open_stream(&app, &auditor, "").await;
+        assert_eq!(res.status(), 200);
+        open.push(res);
+    }
+    let res = open_stream(&app, &auditor, "").await;
+    assert!(
+        res.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    let refused = problem(res, 429).await;
+    assert_eq!(refused["code"], "too_many_streams");
+    // Another user has streams of their own.
+    let (_, other) = app.user("auditor").await;
+    assert_eq!(open_stream(&app, &other, "").await.status(), 200);
+    // A client that goes away gives its slot back (the server notices at
+    // its next write at the latest: an entry makes one).
+    drop(open.pop());
+    let t = app.ticket(&app.admin).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let res = open_stream(&app, &auditor, "").await;
+        if res.status() == 200 {
+            break;
+        }
+        problem(res, 429).await;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the closed stream kept its slot"
+        );
+        ok_json(
+            app.post(
+                &format!("/api/v1/tickets/{t}/notes"),
+                &app.admin,
+                json!({"body": "ping"}),
+            )
+            .await,
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn live_streams_share_one_reader_of_the_log(db: &TestDb) {
+    const STREAMS: usize = 8;
+    let app = spawn_app_with(db, &[("LEDGERDESK__AUDIT__MAX_STREAMS_PER_USER", "10")]).await;
+    let (_, agent) = app.user("agent").await;
+    let (_, auditor) = app.user("auditor").await;
+    let t = app.ticket(&agent).await;
+    let notes_path = format!("/api/v1/tickets/{t}/notes");
+    let note = |i: usize| app.post(&notes_path, &agent, json!({ "body": format!("note {i}") }));
+    let mut streams = Vec::new();
+    for i in 0..STREAMS {
+        // Half follow everything, half only notes (a filter decided
+        // without the database).
+        let query = if i % 2 == 0 {
+            ""
+        } else {
+            "?query=action:ticket.note_added"
+        };
+        streams.push(open_stream(&app, &auditor, query).await);
+    }
+    // Until every stream is live and has heard the follower once.
+    ok_json(note(0).await).await;
+    for res in &mut streams {
+        while !read_events(res, 1)
+            .await
+            .iter()
+            .any(|(_, e)| e["action"] == "ticket.note_added")
+        {}
+    }
+    let (streams_before, follower_before) = (
+        app.audit_feed.stream_reads(),
+        app.audit_feed.follower_reads(),
+    );
+    for i in 1..=3 {
+        ok_json(note(i).await).await;
+    }
+    for res in &mut streams {
+        let mut notes = 0;
+        while notes < 3 {
+            notes += read_events(res, 1)
+                .await
+                .iter()
+                .filter(|(_, e)| e["action"] == "ticket.note_added")
+                .count();
+        }
+    }
+    // The entries reached every stream without one query per stream.
+    assert_eq!(app.audit_feed.stream_reads(), streams_before);
+    assert!(app.audit_feed.follower_reads() > follower_before);
 }

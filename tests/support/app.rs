@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
+use ledgerdesk_api::auth::Verifier;
 use ledgerdesk_api::configuration::{LogFormat, Settings};
+use ledgerdesk_api::routes::audit::AuditFeed;
 use ledgerdesk_api::{telemetry, Application};
 use ledgerdesk_store::{EventStore, RecordedEvent, StreamRange};
 use reqwest::{Method, Response};
@@ -30,6 +32,10 @@ pub struct TestApp {
     pub admin: String,
     /// Where files, the signing key and other state live.
     pub dir: std::path::PathBuf,
+    /// The server's password verifier (a test may hold its permits).
+    pub verifier: Verifier,
+    /// The server's live-stream follower and count.
+    pub audit_feed: Arc<AuditFeed>,
     _files: TempDir,
 }
 
@@ -44,12 +50,18 @@ impl Drop for TempDir {
 
 /// Start the server on port 0 against `db` and log the admin in.
 pub async fn spawn_app(db: &TestDb) -> TestApp {
+    spawn_app_with(db, &[]).await
+}
+
+/// [`spawn_app`] with more settings, e.g.
+/// `("LEDGERDESK__AUTH__MAX_CONCURRENT_VERIFICATIONS", "1")`; these win.
+pub async fn spawn_app_with(db: &TestDb, extra: &[(&str, &str)]) -> TestApp {
     if std::env::var("TEST_LOG").is_ok() {
         telemetry::init(LogFormat::Pretty, "debug", std::io::stderr);
     }
     let files = std::env::temp_dir().join(format!("ledgerdesk-files-{}", Uuid::now_v7().simple()));
     std::fs::create_dir_all(&files).expect("temp dir");
-    let settings = Settings::from_vars([
+    let settings = [
         ("LEDGERDESK__DATABASE__URL", db.url.clone()),
         ("LEDGERDESK__DATABASE__MAX_CONNECTIONS", "4".into()),
         ("LEDGERDESK__HTTP__BIND", "127.0.0.1:0".into()),
@@ -72,11 +84,16 @@ pub async fn spawn_app(db: &TestDb) -> TestApp {
             "LEDGERDESK__AUDIT__SIGNING_KEY_FILE",
             files.join("checkpoint.key").display().to_string(),
         ),
-    ])
-    .expect("settings");
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .chain(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let settings = Settings::from_vars(settings).expect("settings");
     let app = Application::build(&settings).await.expect("build");
     let base = format!("http://127.0.0.1:{}", app.port());
     let store = app.store();
+    let verifier = app.verifier();
+    let audit_feed = app.audit_feed();
     tokio::spawn(app.run_until_stopped());
     let client = reqwest::Client::new();
     let mut app = TestApp {
@@ -85,6 +102,8 @@ pub async fn spawn_app(db: &TestDb) -> TestApp {
         store,
         admin: String::new(),
         dir: files.clone(),
+        verifier,
+        audit_feed,
         _files: TempDir(files),
     };
     app.admin = app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;

@@ -2,7 +2,8 @@
 //! stored as SHA-256), roles, and the slowing down of failed logins.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::rand_core::OsRng;
@@ -11,6 +12,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -152,14 +154,87 @@ pub fn normalise_email(email: &str) -> String {
     email.trim().to_lowercase()
 }
 
-/// Counts failed logins per account and per address in a sliding window;
-/// past the limit, attempts are refused until the oldest failure leaves the
-/// window. In memory, per process.
+/// Counts login attempts per account and per address in a sliding window.
+/// An attempt takes a slot *before* its password is checked, under the
+/// lock, so parallel attempts cannot all slip in below the limit: past
+/// `max` failed plus in-flight attempts, further ones are refused until the
+/// oldest failure leaves the window. In memory, per process: each server
+/// process sharing a database counts on its own.
 #[derive(Debug)]
 pub struct LoginLimiter {
     max: usize,
     window: Duration,
-    failures: Mutex<HashMap<String, VecDeque<Instant>>>,
+    keys: Mutex<HashMap<LimitKey, KeyState>>,
+}
+
+/// What the limiter counts attempts of.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LimitKey {
+    /// A login email (normalised), whether or not an account has it.
+    Account(String),
+    /// A caller's IP address.
+    Address(String),
+}
+
+#[derive(Debug, Default)]
+struct KeyState {
+    failures: VecDeque<Instant>,
+    in_flight: usize,
+    /// Refused attempts not yet reported.
+    refused: u64,
+    /// When refusals of this key were last reported.
+    reported: Option<Instant>,
+}
+
+impl KeyState {
+    fn prune(&mut self, now: Instant, window: Duration) {
+        while self
+            .failures
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= window)
+        {
+            self.failures.pop_front();
+        }
+    }
+
+    fn idle(&self, now: Instant, window: Duration) -> bool {
+        self.in_flight == 0
+            && self.refused == 0
+            && self
+                .failures
+                .back()
+                .is_none_or(|t| now.duration_since(*t) >= window)
+    }
+}
+
+/// Refused attempts of one key to record: once when a throttle starts, then
+/// at most once per window while it lasts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThrottleReport {
+    /// Whose attempts.
+    pub key: LimitKey,
+    /// How many were refused since the previous report.
+    pub refused: u64,
+}
+
+/// Why an attempt may not go ahead.
+#[derive(Debug)]
+pub struct Refused {
+    /// Seconds to wait.
+    pub retry_after: u64,
+    /// Refusals due to be recorded now (most refusals have none).
+    pub reports: Vec<ThrottleReport>,
+}
+
+/// A slot taken by [`LoginLimiter::begin`]. Say how it ended with
+/// [`Attempt::failed`], [`Attempt::succeeded`] or [`Attempt::unchecked`];
+/// dropped without that (an error, a client gone), it counts as failed, so
+/// that cutting a request short is no way around the limit.
+#[derive(Debug)]
+pub struct Attempt {
+    limiter: Arc<LoginLimiter>,
+    keys: [LimitKey; 2],
+    done: bool,
 }
 
 impl LoginLimiter {
@@ -168,64 +243,241 @@ impl LoginLimiter {
         Self {
             max: settings.max_failed_logins as usize,
             window: Duration::from_secs(settings.failure_window_secs),
-            failures: Mutex::default(),
+            keys: Mutex::default(),
         }
     }
 
-    fn keys(email: &str, ip: &str) -> [String; 2] {
-        [format!("email:{email}"), format!("ip:{ip}")]
+    /// The window failures count in.
+    pub fn window(&self) -> Duration {
+        self.window
     }
 
-    /// Seconds to wait, when either the account or the address is over the limit.
-    pub fn retry_after(&self, email: &str, ip: &str) -> Option<u64> {
-        let now = Instant::now();
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        Self::keys(email, ip)
-            .iter()
-            .filter_map(|key| {
-                let times = failures.get_mut(key)?;
-                while times
-                    .front()
-                    .is_some_and(|t| now.duration_since(*t) >= self.window)
-                {
-                    times.pop_front();
-                }
-                if times.len() < self.max {
-                    return None;
-                }
-                // Free again when enough failures have left the window.
-                let oldest = times[times.len() - self.max];
-                let wait = self.window.saturating_sub(now.duration_since(oldest));
-                Some(wait.as_secs().max(1))
-            })
-            .max()
+    fn keys(email: &str, ip: &str) -> [LimitKey; 2] {
+        [
+            LimitKey::Account(email.to_string()),
+            LimitKey::Address(ip.to_string()),
+        ]
     }
 
-    /// Count a failure for the account and the address.
-    pub fn fail(&self, email: &str, ip: &str) {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<LimitKey, KeyState>> {
+        self.keys.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Take a slot for an attempt on `email` from `ip`, or refuse it when
+    /// the account or the address has `max` failed or pending attempts.
+    pub fn begin(self: &Arc<Self>, email: &str, ip: &str) -> Result<Attempt, Refused> {
         let now = Instant::now();
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if failures.len() > 100_000 {
+        let keys = Self::keys(email, ip);
+        let mut states = self.lock();
+        if states.len() > 100_000 {
             let window = self.window;
-            failures.retain(|_, times| {
-                times
-                    .back()
-                    .is_some_and(|t| now.duration_since(*t) < window)
+            states.retain(|_, s| !s.idle(now, window));
+        }
+        let mut retry_after = None;
+        let mut reports = Vec::new();
+        for key in &keys {
+            let state = states.entry(key.clone()).or_default();
+            state.prune(now, self.window);
+            if state.failures.len() + state.in_flight < self.max {
+                continue;
+            }
+            // Free again when enough failures have left the window; while
+            // attempts are pending, shortly.
+            let wait = match state.failures.len().checked_sub(self.max) {
+                Some(i) => self
+                    .window
+                    .saturating_sub(now.duration_since(state.failures[i]))
+                    .as_secs(),
+                None => 1,
+            };
+            retry_after = Some(retry_after.unwrap_or(0).max(wait.max(1)));
+            state.refused += 1;
+            if state
+                .reported
+                .is_none_or(|at| now.duration_since(at) >= self.window)
+            {
+                reports.push(ThrottleReport {
+                    key: key.clone(),
+                    refused: std::mem::take(&mut state.refused),
+                });
+                state.reported = Some(now);
+            }
+        }
+        if let Some(retry_after) = retry_after {
+            return Err(Refused {
+                retry_after,
+                reports,
             });
         }
-        for key in Self::keys(email, ip) {
-            let times = failures.entry(key).or_default();
-            times.push_back(now);
-            while times.len() > self.max {
-                times.pop_front();
+        for key in &keys {
+            states.entry(key.clone()).or_default().in_flight += 1;
+        }
+        Ok(Attempt {
+            limiter: self.clone(),
+            keys,
+            done: false,
+        })
+    }
+
+    /// Refusals not reported for a window: what a throttle refused since
+    /// its last report, once the caller has gone quiet or keeps trying.
+    pub fn due_reports(&self) -> Vec<ThrottleReport> {
+        let now = Instant::now();
+        let mut states = self.lock();
+        let mut reports = Vec::new();
+        for (key, state) in states.iter_mut() {
+            let due = state
+                .reported
+                .is_none_or(|at| now.duration_since(at) >= self.window);
+            if state.refused > 0 && due {
+                reports.push(ThrottleReport {
+                    key: key.clone(),
+                    refused: std::mem::take(&mut state.refused),
+                });
+                state.reported = Some(now);
+            }
+        }
+        reports
+    }
+
+    fn finish(&self, keys: &[LimitKey; 2], outcome: Outcome) {
+        let now = Instant::now();
+        let mut states = self.lock();
+        for key in keys {
+            let state = states.entry(key.clone()).or_default();
+            state.in_flight = state.in_flight.saturating_sub(1);
+            match outcome {
+                Outcome::Failed => {
+                    state.failures.push_back(now);
+                    while state.failures.len() > self.max {
+                        state.failures.pop_front();
+                    }
+                }
+                // A successful login clears the account's count (not the
+                // address's).
+                Outcome::Succeeded if matches!(key, LimitKey::Account(_)) => {
+                    state.failures.clear();
+                }
+                Outcome::Succeeded | Outcome::Unchecked => {}
             }
         }
     }
+}
 
-    /// A successful login clears the account's count (not the address's).
-    pub fn succeed(&self, email: &str) {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        failures.remove(&format!("email:{email}"));
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Failed,
+    Succeeded,
+    Unchecked,
+}
+
+impl Attempt {
+    fn finish(mut self, outcome: Outcome) {
+        self.done = true;
+        self.limiter.finish(&self.keys, outcome);
+    }
+
+    /// The password was wrong (or the account cannot log in).
+    pub fn failed(self) {
+        self.finish(Outcome::Failed)
+    }
+
+    /// Logged in.
+    pub fn succeeded(self) {
+        self.finish(Outcome::Succeeded)
+    }
+
+    /// The password was never checked (the server was too busy): the slot
+    /// is given back without counting a failure.
+    pub fn unchecked(self) {
+        self.finish(Outcome::Unchecked)
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if !self.done {
+            self.limiter.finish(&self.keys, Outcome::Failed);
+        }
+    }
+}
+
+/// Password verification on the blocking pool, at most a fixed number at
+/// a time: each Argon2 run holds `argon2_memory_kib` and a thread, so
+/// unbounded parallel logins would take the memory and threads of the
+/// whole server. A login that waits longer than `wait` for a turn is
+/// answered 503 instead of queueing without end.
+#[derive(Clone)]
+pub struct Verifier {
+    passwords: Passwords,
+    permits: Arc<Semaphore>,
+    wait: Duration,
+    waiting: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("available", &self.permits.available_permits())
+            .field("wait", &self.wait)
+            .finish()
+    }
+}
+
+/// No verification slot came free in time.
+#[derive(Debug, thiserror::Error)]
+#[error("every password verifier is busy")]
+pub struct Saturated;
+
+impl Verifier {
+    /// `max` verifications at a time (0: one per core), waiting at most
+    /// `wait` for a turn.
+    pub fn new(passwords: Passwords, max: usize, wait: Duration) -> Self {
+        let max = match max {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        Self {
+            passwords,
+            permits: Arc::new(Semaphore::new(max)),
+            wait,
+            waiting: Arc::default(),
+        }
+    }
+
+    /// Whether `password` matches `hash` (see [`Passwords::verify`]).
+    pub async fn verify(&self, password: String, hash: Option<String>) -> Result<bool, Saturated> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let permit = tokio::time::timeout(self.wait, self.permits.clone().acquire_owned()).await;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        let permit = match permit {
+            Ok(Ok(permit)) => permit,
+            _ => return Err(Saturated),
+        };
+        let passwords = self.passwords.clone();
+        tokio::task::spawn_blocking(move || {
+            // The permit lives as long as the hashing, even when the
+            // request that started it is gone.
+            let _permit = permit;
+            passwords.verify(&password, hash.as_deref())
+        })
+        .await
+        .map_err(|_| Saturated)
+    }
+
+    /// Logins waiting for a turn now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    /// The turns themselves: a test holds them to saturate the verifier.
+    pub fn permits(&self) -> Arc<Semaphore> {
+        self.permits.clone()
+    }
+
+    /// How long a login waits for a turn; also its `Retry-After`.
+    pub fn wait(&self) -> Duration {
+        self.wait
     }
 }
 
@@ -283,6 +535,8 @@ mod tests {
             failure_window_secs: 60,
             argon2_memory_kib: 8,
             argon2_iterations: 1,
+            max_concurrent_verifications: 1,
+            verification_wait_ms: 100,
         }
     }
 
@@ -307,15 +561,88 @@ mod tests {
 
     #[test]
     fn the_limiter_refuses_after_max_failures_per_account_or_address() {
-        let l = LoginLimiter::new(&settings(2));
-        assert_eq!(l.retry_after("a@x", "1.1.1.1"), None);
-        l.fail("a@x", "1.1.1.1");
-        l.fail("a@x", "2.2.2.2");
-        assert!(l.retry_after("a@x", "3.3.3.3").is_some(), "account");
-        l.fail("b@x", "9.9.9.9");
-        l.fail("c@x", "9.9.9.9");
-        assert!(l.retry_after("d@x", "9.9.9.9").is_some(), "address");
-        l.succeed("a@x");
-        assert_eq!(l.retry_after("a@x", "3.3.3.3"), None);
+        let l = Arc::new(LoginLimiter::new(&settings(2)));
+        l.begin("a@x", "1.1.1.1").unwrap().failed();
+        l.begin("a@x", "2.2.2.2").unwrap().failed();
+        assert!(l.begin("a@x", "3.3.3.3").is_err(), "account");
+        l.begin("b@x", "9.9.9.9").unwrap().failed();
+        l.begin("c@x", "9.9.9.9").unwrap().failed();
+        assert!(l.begin("d@x", "9.9.9.9").is_err(), "address");
+        let mut states = l.lock();
+        states
+            .get_mut(&LimitKey::Account("a@x".into()))
+            .unwrap()
+            .failures
+            .clear();
+        drop(states);
+        l.begin("a@x", "3.3.3.3").unwrap().succeeded();
+    }
+
+    #[test]
+    fn attempts_in_flight_take_their_slot_before_the_password_is_checked() {
+        let l = Arc::new(LoginLimiter::new(&settings(2)));
+        let first = l.begin("a@x", "1.1.1.1").unwrap();
+        let second = l.begin("a@x", "2.2.2.2").unwrap();
+        // Nothing has failed yet, and still a third attempt must wait.
+        let refused = l.begin("a@x", "3.3.3.3").unwrap_err();
+        assert_eq!(refused.retry_after, 1);
+        first.unchecked();
+        let third = l.begin("a@x", "3.3.3.3").unwrap();
+        second.failed();
+        drop(third); // an attempt cut short counts as failed
+        assert!(l.begin("a@x", "4.4.4.4").unwrap_err().retry_after > 1);
+    }
+
+    #[test]
+    fn a_success_clears_the_account_but_not_the_address() {
+        let l = Arc::new(LoginLimiter::new(&settings(2)));
+        l.begin("a@x", "1.1.1.1").unwrap().failed();
+        l.begin("b@x", "1.1.1.1").unwrap().failed();
+        l.begin("a@x", "2.2.2.2").unwrap().succeeded();
+        l.begin("a@x", "3.3.3.3").unwrap().failed();
+        assert!(
+            l.begin("a@x", "4.4.4.4").is_ok(),
+            "the account starts again"
+        );
+        assert!(
+            l.begin("d@x", "1.1.1.1").is_err(),
+            "the address keeps its count"
+        );
+    }
+
+    #[test]
+    fn a_throttle_is_reported_when_it_starts_then_once_per_window() {
+        let l = Arc::new(LoginLimiter::new(&settings(1)));
+        l.begin("a@x", "1.1.1.1").unwrap().failed();
+        let first = l.begin("a@x", "1.1.1.1").unwrap_err();
+        assert_eq!(
+            first.reports,
+            [
+                ThrottleReport {
+                    key: LimitKey::Account("a@x".into()),
+                    refused: 1
+                },
+                ThrottleReport {
+                    key: LimitKey::Address("1.1.1.1".into()),
+                    refused: 1
+                },
+            ]
+        );
+        for _ in 0..50 {
+            assert!(l.begin("a@x", "1.1.1.1").unwrap_err().reports.is_empty());
+        }
+        assert!(
+            l.due_reports().is_empty(),
+            "not before the window has passed"
+        );
+        let mut states = l.lock();
+        for state in states.values_mut() {
+            state.reported = Instant::now().checked_sub(Duration::from_secs(61));
+        }
+        drop(states);
+        let mut due = l.due_reports();
+        due.sort_by_key(|r| matches!(r.key, LimitKey::Address(_)));
+        assert_eq!(due.iter().map(|r| r.refused).collect::<Vec<_>>(), [50, 50]);
+        assert!(l.due_reports().is_empty());
     }
 }

@@ -102,6 +102,12 @@ pub struct AuthSettings {
     pub argon2_memory_kib: u32,
     /// Argon2id iterations (OWASP: 2).
     pub argon2_iterations: u32,
+    /// Password verifications running at once (0: one per core); each
+    /// holds `argon2_memory_kib` and a blocking thread.
+    pub max_concurrent_verifications: usize,
+    /// How long a login waits for a verification turn before it gets 503
+    /// with `Retry-After`, in milliseconds.
+    pub verification_wait_ms: u64,
 }
 
 /// `[files]`: uploaded attachments, stored by SHA-256 outside the event log.
@@ -125,6 +131,10 @@ pub struct AuditSettings {
     /// Sign a checkpoint at least this often, even when nothing happened, so
     /// a quiet period is provably quiet (0: never by time).
     pub checkpoint_every_secs: u64,
+    /// Live streams (`/api/v1/audit/stream`) one user may hold open at once.
+    pub max_streams_per_user: usize,
+    /// Live streams this process serves at once.
+    pub max_streams: usize,
 }
 
 /// `[projections]`
@@ -219,11 +229,15 @@ impl Settings {
             .and_then(|b| b.set_default("auth.failure_window_secs", 300))
             .and_then(|b| b.set_default("auth.argon2_memory_kib", 19_456))
             .and_then(|b| b.set_default("auth.argon2_iterations", 2))
+            .and_then(|b| b.set_default("auth.max_concurrent_verifications", 0))
+            .and_then(|b| b.set_default("auth.verification_wait_ms", 1000))
             .and_then(|b| b.set_default("files.dir", "data/files"))
             .and_then(|b| b.set_default("files.max_bytes", 10_485_760))
             .and_then(|b| b.set_default("audit.signing_key_file", "data/checkpoint.key"))
             .and_then(|b| b.set_default("audit.checkpoint_every_events", 1000))
             .and_then(|b| b.set_default("audit.checkpoint_every_secs", 3600))
+            .and_then(|b| b.set_default("audit.max_streams_per_user", 5))
+            .and_then(|b| b.set_default("audit.max_streams", 100))
             .and_then(|b| b.set_default("projections.run_in_server", true))
             .and_then(|b| b.set_default("projections.max_wait_ms", 2000))
             .map_err(err)?;
@@ -292,6 +306,11 @@ impl Settings {
                 "auth.argon2_memory_kib `{}` / auth.argon2_iterations `{}` are not valid Argon2 parameters (memory at least 8 KiB, iterations at least 1)",
                 self.auth.argon2_memory_kib, self.auth.argon2_iterations
             )));
+        }
+        if self.audit.max_streams_per_user == 0 || self.audit.max_streams == 0 {
+            return Err(ConfigError(
+                "audit.max_streams_per_user and audit.max_streams must be at least 1".into(),
+            ));
         }
         if self.files.max_bytes == 0 || self.http.max_json_bytes == 0 {
             return Err(ConfigError(

@@ -94,6 +94,26 @@ pub enum ApiError {
         /// Seconds until an attempt is considered again.
         retry_after: u64,
     },
+    /// Too many requests of another kind (e.g. live streams); retry later. 429.
+    #[error("{detail}")]
+    Limited {
+        /// Stable code, e.g. `too_many_streams`.
+        code: &'static str,
+        /// What is limited.
+        detail: &'static str,
+        /// Seconds to wait.
+        retry_after: u64,
+    },
+    /// The server is too busy to take this request now. 503.
+    #[error("{detail}")]
+    Busy {
+        /// Stable code, e.g. `verifier_busy`.
+        code: &'static str,
+        /// What is busy.
+        detail: &'static str,
+        /// Seconds to wait.
+        retry_after: u64,
+    },
     /// Our failure: logged, never described to the client. 500.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -149,7 +169,9 @@ impl ApiError {
             ApiError::BadRequest { code, .. }
             | ApiError::NotFound { code, .. }
             | ApiError::Conflict { code, .. }
-            | ApiError::Unprocessable { code, .. } => code,
+            | ApiError::Unprocessable { code, .. }
+            | ApiError::Limited { code, .. }
+            | ApiError::Busy { code, .. } => code,
             ApiError::Unauthorized { .. } => "unauthorized",
             ApiError::Forbidden { .. } => "forbidden",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
@@ -208,6 +230,8 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Limited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -225,7 +249,9 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized { .. } => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
             }
-            ApiError::TooManyRequests { retry_after } => {
+            ApiError::TooManyRequests { retry_after }
+            | ApiError::Limited { retry_after, .. }
+            | ApiError::Busy { retry_after, .. } => {
                 response.insert_header((header::RETRY_AFTER, retry_after.to_string()));
             }
             ApiError::MethodNotAllowed { allow } => {

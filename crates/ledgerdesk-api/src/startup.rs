@@ -12,7 +12,7 @@ use ledgerdesk_app::SealedStore;
 use ledgerdesk_projections::Projector;
 use ledgerdesk_store::{CheckpointKey, Checkpointer, EventStore, OpenOptions};
 
-use crate::auth::{LoginLimiter, Passwords};
+use crate::auth::{LoginLimiter, Passwords, Verifier};
 use crate::configuration::Settings;
 use crate::db::Db;
 use crate::metrics::Metrics;
@@ -53,6 +53,8 @@ pub struct Application {
     projector: Projector,
     run_projections: bool,
     checkpoints: Option<(Checkpointer, Arc<CheckpointKey>)>,
+    verifier: Verifier,
+    audit_feed: Arc<routes::audit::AuditFeed>,
 }
 
 impl Application {
@@ -90,6 +92,15 @@ impl Application {
         })?;
         let passwords = Passwords::new(&settings.auth)
             .map_err(|e| StartupError::Bootstrap(format!("argon2: {e}")))?;
+        let verifier = Verifier::new(
+            passwords.clone(),
+            settings.auth.max_concurrent_verifications,
+            std::time::Duration::from_millis(settings.auth.verification_wait_ms),
+        );
+        let audit_feed = Arc::new(routes::audit::AuditFeed::new(
+            settings.audit.max_streams_per_user,
+            settings.audit.max_streams,
+        ));
         let db = Db::new(store.pool());
         let state = AppState {
             store: store.clone(),
@@ -103,6 +114,8 @@ impl Application {
             passwords,
             sessions: Arc::default(),
             limiter: Arc::new(LoginLimiter::new(&settings.auth)),
+            verifier: verifier.clone(),
+            audit_feed: audit_feed.clone(),
             metrics: Arc::new(Metrics::new(store.watch_head())),
             token_ttl_secs: settings.auth.token_ttl_secs,
             max_json_bytes: settings.http.max_json_bytes,
@@ -111,6 +124,8 @@ impl Application {
         };
         bootstrap::run(&state, &settings.bootstrap).await?;
         tokio::spawn(purge(db));
+        tokio::spawn(routes::auth::report_throttles(state.clone()));
+        tokio::spawn(routes::audit::follow_audit(state.clone()));
         let state = web::Data::new(state);
         let json_limit = settings.http.max_json_bytes;
         let mut server = HttpServer::new(move || {
@@ -144,6 +159,8 @@ impl Application {
             projector,
             run_projections: settings.projections.run_in_server,
             checkpoints: Some((checkpointer, Arc::new(key))),
+            verifier,
+            audit_feed,
         })
     }
 
@@ -155,6 +172,16 @@ impl Application {
     /// The event store as handlers see it (personal data opened).
     pub fn store(&self) -> Arc<dyn EventStore> {
         self.store.clone()
+    }
+
+    /// The password verifier (tests saturate it through its permits).
+    pub fn verifier(&self) -> Verifier {
+        self.verifier.clone()
+    }
+
+    /// The live streams' follower and count.
+    pub fn audit_feed(&self) -> Arc<routes::audit::AuditFeed> {
+        self.audit_feed.clone()
     }
 
     /// The event store exactly as stored and hashed.

@@ -7,7 +7,7 @@ use ledgerdesk_app::{Helpdesk, Vault};
 use ledgerdesk_projections::Projector;
 use ledgerdesk_store::{EventStore, PublicKey};
 
-use crate::auth::{LoginLimiter, Passwords, SessionCache};
+use crate::auth::{LoginLimiter, Passwords, SessionCache, Verifier};
 use crate::db::Db;
 use crate::metrics::Metrics;
 
@@ -37,6 +37,10 @@ pub struct AppState {
     pub sessions: Arc<SessionCache>,
     /// Failed-login counting.
     pub limiter: Arc<LoginLimiter>,
+    /// Password verification, a bounded number at a time.
+    pub verifier: Verifier,
+    /// New audit entries for the live streams, and their count.
+    pub audit_feed: Arc<crate::routes::audit::AuditFeed>,
     /// Request and append counters.
     pub metrics: Arc<Metrics>,
     /// `auth.token_ttl_secs`.

@@ -8,6 +8,9 @@
 //! Filters come either as separate parameters or as one `query` in the
 //! audit query language (`ledgerdesk_projections::audit::query`), not both.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::header;
@@ -22,6 +25,7 @@ use ledgerdesk_projections::audit::{self, query, AuditFilter, AuditRow};
 use ledgerdesk_store::DbPool;
 use serde::Serialize;
 use serde_json::Value;
+use tokio::sync::broadcast;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -443,7 +447,11 @@ fn csv_field(out: &mut String, value: &str) {
         ("last_event_id" = Option<u64>, Query, description = "Resume after this position, for clients that cannot send the Last-Event-ID header"),
         ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this position (the `id` of the last event received)"),
     ),
-    responses((status = 200, description = "An endless stream: one `audit` event per entry, `id` = its position", content_type = "text/event-stream", body = String))
+    responses(
+        (status = 200, description = "An endless stream: one `audit` event per entry, `id` = its position", content_type = "text/event-stream", body = String),
+        (status = 429, description = "Too many live streams open for this user or this server; see Retry-After", body = crate::error::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
 )]
 pub async fn stream(
     state: web::Data<AppState>,
@@ -462,6 +470,7 @@ pub async fn stream(
                 })?,
         ),
     };
+    let slot = state.audit_feed.open(cx.caller.user_id)?;
     let start = match header_id.or(p.last_event_id) {
         Some(id) => id,
         // Only what happens from now on.
@@ -476,7 +485,13 @@ pub async fn stream(
             "stream",
         )
         .await?;
-    let events = follow(state.clone(), p.filter, start, cx.caller.token_hash.clone());
+    let events = follow(
+        state.clone(),
+        p.filter,
+        start,
+        cx.caller.token_hash.clone(),
+        slot,
+    );
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
@@ -484,12 +499,227 @@ pub async fn stream(
         .streaming(events))
 }
 
-/// How often the stream looks for new entries when nothing woke it, and
-/// how long it stays silent before a keep-alive comment.
+/// How often the follower looks again while the audit view is still
+/// applying a head it was woken for, and how long it trusts the head watch
+/// alone before reading anyway (a writer it cannot hear).
 const POLL: Duration = Duration::from_millis(200);
+const IDLE_RECHECK: Duration = Duration::from_secs(5);
+/// How long a stream stays silent before a keep-alive comment.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// How often the stream checks that its caller may still read it.
 pub const SESSION_CHECK: Duration = Duration::from_secs(5);
+/// Batches the follower keeps for slow streams; one further behind reads
+/// from its own position instead.
+const BUFFER: usize = 64;
+/// What a 429 for too many streams asks to wait, in seconds.
+const STREAM_RETRY_AFTER: u64 = 10;
+
+/// New audit entries of the process, read once by one follower and shared
+/// with every live stream; and the count of open streams, per user and in
+/// all.
+#[derive(Debug)]
+pub struct AuditFeed {
+    max_per_user: usize,
+    max: usize,
+    open: std::sync::Mutex<(usize, HashMap<Uuid, usize>)>,
+    batches: broadcast::Sender<Arc<Batch>>,
+    /// Every audit row up to here has been sent as a batch.
+    position: AtomicU64,
+    follower_reads: AtomicU64,
+    stream_reads: AtomicU64,
+}
+
+/// The audit rows with positions in `(after, to]`, all of them.
+#[derive(Debug)]
+struct Batch {
+    after: u64,
+    to: u64,
+    rows: Vec<AuditRow>,
+}
+
+/// A stream's place in the count; given back when the stream ends, however
+/// it ends (a client gone drops the response body, and this with it).
+#[derive(Debug)]
+pub struct StreamSlot {
+    feed: Arc<AuditFeed>,
+    user: Uuid,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.feed.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.0 = open.0.saturating_sub(1);
+        if let Some(n) = open.1.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                open.1.remove(&self.user);
+            }
+        }
+    }
+}
+
+impl AuditFeed {
+    /// At most `max_per_user` streams per user and `max` in all.
+    pub fn new(max_per_user: usize, max: usize) -> Self {
+        Self {
+            max_per_user,
+            max,
+            open: Default::default(),
+            batches: broadcast::channel(BUFFER).0,
+            position: AtomicU64::new(0),
+            follower_reads: AtomicU64::new(0),
+            stream_reads: AtomicU64::new(0),
+        }
+    }
+
+    /// A slot for one more stream of `user`, or 429.
+    pub fn open(self: &Arc<Self>, user: Uuid) -> Result<StreamSlot, ApiError> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = open.1.get(&user).copied().unwrap_or(0);
+        let detail = if mine >= self.max_per_user {
+            "too many live audit streams open for this user; close one first"
+        } else if open.0 >= self.max {
+            "too many live audit streams open on this server"
+        } else {
+            open.0 += 1;
+            *open.1.entry(user).or_default() += 1;
+            return Ok(StreamSlot {
+                feed: self.clone(),
+                user,
+            });
+        };
+        Err(ApiError::Limited {
+            code: "too_many_streams",
+            detail,
+            retry_after: STREAM_RETRY_AFTER,
+        })
+    }
+
+    /// Queries the follower made.
+    pub fn follower_reads(&self) -> u64 {
+        self.follower_reads.load(Ordering::SeqCst)
+    }
+
+    /// Queries the streams made on their own: one when they start, and
+    /// again only when one falls behind the follower or filters by text.
+    pub fn stream_reads(&self) -> u64 {
+        self.stream_reads.load(Ordering::SeqCst)
+    }
+
+    /// Streams open now.
+    pub fn open_streams(&self) -> usize {
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+}
+
+/// The process's one reader of new audit entries: woken by the store's
+/// head, it reads what the audit view added since its last read and sends
+/// it to every stream. It reads nothing while no stream listens.
+pub async fn follow_audit(state: AppState) {
+    let feed = state.audit_feed.clone();
+    let mut head = state.store.watch_head();
+    let mut listened = false;
+    loop {
+        let target = *head.borrow_and_update();
+        let mut caught_up = true;
+        if feed.batches.receiver_count() > 0 {
+            match feed_once(&state, &feed, !listened, target).await {
+                Ok(done) => caught_up = done,
+                Err(e) => tracing::warn!(error = %e, "the audit follower failed to read"),
+            }
+            listened = true;
+        } else {
+            listened = false;
+        }
+        let wait = if caught_up { IDLE_RECHECK } else { POLL };
+        if let Ok(Err(_)) = tokio::time::timeout(wait, head.changed()).await {
+            // The store is gone: no head will wake us again.
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// One round of the follower: whether the audit view had reached `target`
+/// (so nothing more is to come until the head moves).
+async fn feed_once(
+    state: &AppState,
+    feed: &AuditFeed,
+    restart: bool,
+    target: u64,
+) -> Result<bool, ApiError> {
+    // Read the view's position before its rows: every row up to it is in
+    // what follows.
+    let view = reached(state, "audit", None).await?;
+    if restart {
+        // Nobody listened for a while: start from the view's position. An
+        // empty batch that starts there tells each stream that joined
+        // meanwhile to read up to it from its own position.
+        let from = feed.position.fetch_max(view, Ordering::SeqCst).max(view);
+        let _ = feed.batches.send(Arc::new(Batch {
+            after: from,
+            to: from,
+            rows: Vec::new(),
+        }));
+    }
+    let pool = state.store.pool();
+    loop {
+        let after = feed.position.load(Ordering::SeqCst);
+        let filter = AuditFilter {
+            after_position: Some(after),
+            limit: Some(CHUNK),
+            ..AuditFilter::default()
+        };
+        feed.follower_reads.fetch_add(1, Ordering::SeqCst);
+        let page = audit::search(&pool, &filter).await?;
+        let full = page.items.len() >= CHUNK;
+        if let Some(to) = page.items.last().map(|r| r.position) {
+            feed.position.store(to, Ordering::SeqCst);
+            let _ = feed.batches.send(Arc::new(Batch {
+                after,
+                to,
+                rows: page.items,
+            }));
+        }
+        if !full {
+            return Ok(view >= target);
+        }
+    }
+}
+
+/// Whether `row` passes `filter`: `Some` when the filter can be decided
+/// here, `None` when it searches text, which only the database decides the
+/// way a search does.
+fn matches(filter: &AuditFilter, row: &AuditRow) -> Option<bool> {
+    fn any<T: PartialEq>(wanted: &[T], value: Option<&T>) -> bool {
+        wanted.is_empty() || value.is_some_and(|v| wanted.contains(v))
+    }
+    fn none<T: PartialEq>(unwanted: &[T], value: Option<&T>) -> bool {
+        value.is_none_or(|v| !unwanted.contains(v))
+    }
+    let x = &filter.exclude;
+    let kept = any(&filter.actions, Some(&row.action))
+        && any(&filter.actors, row.actor_id.as_ref())
+        && any(&filter.departments, row.actor_department.as_ref())
+        && any(&filter.tickets, row.ticket_id.as_ref())
+        && any(&filter.ips, row.ip.as_ref())
+        && none(&x.actions, Some(&row.action))
+        && none(&x.actors, row.actor_id.as_ref())
+        && none(&x.departments, row.actor_department.as_ref())
+        && none(&x.tickets, row.ticket_id.as_ref())
+        && none(&x.ips, row.ip.as_ref())
+        && filter.from.is_none_or(|t| row.recorded_at >= t)
+        && filter.to.is_none_or(|t| row.recorded_at < t);
+    let text = filter
+        .text
+        .iter()
+        .chain(&x.text)
+        .any(|t| !t.trim().is_empty());
+    match (kept, text) {
+        (false, _) => Some(false),
+        (true, false) => Some(true),
+        (true, true) => None,
+    }
+}
 
 /// Whether the token still stands for a user who may follow the stream:
 /// the gate checked it once, at connection, and a stream lasts for hours.
@@ -510,66 +740,158 @@ async fn may_still_follow(state: &AppState, token_hash: &str) -> bool {
     }
 }
 
+/// One live stream: where it stands and what it listens to.
+struct Follower {
+    state: web::Data<AppState>,
+    filter: AuditFilter,
+    /// Every matching row up to here has been sent.
+    covered: u64,
+    /// Reading from its own position, not from the follower's batches.
+    behind: bool,
+    batches: broadcast::Receiver<Arc<Batch>>,
+    checked: Instant,
+    token_hash: String,
+    _slot: StreamSlot,
+}
+
+type Chunk = Result<Option<Bytes>, actix_web::Error>;
+
+fn stream_failed(e: impl std::fmt::Display) -> actix_web::Error {
+    tracing::error!(error = %e, "audit stream failed");
+    actix_web::error::ErrorInternalServerError("stream failed")
+}
+
+fn sse(rows: &[AuditRow]) -> Bytes {
+    let mut out = String::new();
+    for row in rows {
+        out.push_str(&format!(
+            "id: {}\nevent: audit\ndata: {}\n\n",
+            row.position,
+            serde_json::to_string(row).unwrap_or_default()
+        ));
+    }
+    Bytes::from(out)
+}
+
+impl Follower {
+    /// Rows matching the filter after `covered`, from the view itself.
+    async fn read(&mut self, to: Option<u64>) -> Result<Vec<AuditRow>, actix_web::Error> {
+        let mut filter = self.filter.clone();
+        filter.after_position = Some(self.covered);
+        filter.before_position = to.map(|t| t + 1);
+        filter.limit = Some(CHUNK);
+        self.state
+            .audit_feed
+            .stream_reads
+            .fetch_add(1, Ordering::SeqCst);
+        let page = audit::search(&self.state.store.pool(), &filter)
+            .await
+            .map_err(stream_failed)?;
+        Ok(page.items)
+    }
+
+    /// The next piece of the stream; `None` ends it.
+    async fn next(&mut self) -> Chunk {
+        let quiet = Instant::now();
+        loop {
+            if self.checked.elapsed() >= SESSION_CHECK {
+                if !may_still_follow(&self.state, &self.token_hash).await {
+                    tracing::info!("audit stream ended: its session is no longer valid");
+                    return Ok(None);
+                }
+                self.checked = Instant::now();
+            }
+            if self.behind {
+                // The follower's position before the read: the view holds
+                // at least that much, so a short page means caught up to it.
+                let sent = self.state.audit_feed.position.load(Ordering::SeqCst);
+                let rows = self.read(None).await?;
+                let full = rows.len() >= CHUNK;
+                if let Some(last) = rows.last() {
+                    self.covered = last.position;
+                }
+                if !full {
+                    self.covered = self.covered.max(sent);
+                    self.behind = false;
+                }
+                if !rows.is_empty() {
+                    return Ok(Some(sse(&rows)));
+                }
+                continue;
+            }
+            let until_check = SESSION_CHECK.saturating_sub(self.checked.elapsed());
+            let until_quiet = KEEP_ALIVE.saturating_sub(quiet.elapsed());
+            let wait = until_check.min(until_quiet);
+            match tokio::time::timeout(wait, self.batches.recv()).await {
+                Ok(Ok(batch)) => {
+                    if batch.to <= self.covered {
+                        continue;
+                    }
+                    if batch.after > self.covered {
+                        // Something lies between: read it, then rejoin.
+                        self.behind = true;
+                        continue;
+                    }
+                    let fresh = batch.rows.iter().filter(|r| r.position > self.covered);
+                    let mut rows = Vec::new();
+                    let mut undecided = false;
+                    for row in fresh {
+                        match matches(&self.filter, row) {
+                            Some(true) => rows.push(row.clone()),
+                            Some(false) => {}
+                            None => undecided = true,
+                        }
+                    }
+                    if undecided {
+                        rows = self.read(Some(batch.to)).await?;
+                    }
+                    self.covered = batch.to;
+                    if !rows.is_empty() {
+                        return Ok(Some(sse(&rows)));
+                    }
+                }
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => self.behind = true,
+                Ok(Err(broadcast::error::RecvError::Closed)) => return Ok(None),
+                Err(_) if quiet.elapsed() >= KEEP_ALIVE => {
+                    return Ok(Some(Bytes::from_static(b": keep-alive\n\n")));
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}
+
 /// Entries after `after`, oldest first, for as long as the client listens
 /// and its session (`token_hash`) stays valid: a logout, an expired token,
 /// a deactivation or a change to a role that may not read the audit log
-/// ends the stream within [`SESSION_CHECK`]. Positions only grow and a
-/// projection page commits whole, so resuming after the last `id` neither
-/// skips nor repeats an entry.
+/// ends the stream within [`SESSION_CHECK`]. The stream first reads what
+/// lies between `after` and the follower from the view, then takes the
+/// follower's batches; one that falls behind them reads from its own
+/// position again. Positions only grow and a projection page commits
+/// whole, so resuming after the last `id` neither skips nor repeats an
+/// entry.
 fn follow(
     state: web::Data<AppState>,
     filter: AuditFilter,
     after: u64,
     token_hash: String,
+    slot: StreamSlot,
 ) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
-    let head = state.store.watch_head();
-    let checked = Instant::now();
-    stream::try_unfold(
-        (state, filter, after, head, checked, token_hash),
-        |(state, mut filter, after, mut head, mut checked, token_hash)| async move {
-            let pool = state.store.pool();
-            let mut quiet = Duration::ZERO;
-            loop {
-                if checked.elapsed() >= SESSION_CHECK {
-                    if !may_still_follow(&state, &token_hash).await {
-                        tracing::info!("audit stream ended: its session is no longer valid");
-                        return Ok(None);
-                    }
-                    checked = Instant::now();
-                }
-                filter.after_position = Some(after);
-                filter.limit = Some(CHUNK);
-                let page = audit::search(&pool, &filter).await.map_err(|e| {
-                    tracing::error!(error = %e, "audit stream failed");
-                    actix_web::error::ErrorInternalServerError("stream failed")
-                })?;
-                if let Some(last) = page.items.last().map(|r| r.position) {
-                    let mut out = String::new();
-                    for row in &page.items {
-                        out.push_str(&format!(
-                            "id: {}\nevent: audit\ndata: {}\n\n",
-                            row.position,
-                            serde_json::to_string(row).unwrap_or_default()
-                        ));
-                    }
-                    return Ok(Some((
-                        Bytes::from(out),
-                        (state, filter, last, head, checked, token_hash),
-                    )));
-                }
-                if quiet >= KEEP_ALIVE {
-                    return Ok(Some((
-                        Bytes::from_static(b": keep-alive\n\n"),
-                        (state, filter, after, head, checked, token_hash),
-                    )));
-                }
-                // A new head wakes us at once; the projection may still be
-                // applying it, so look again shortly either way.
-                let _ = tokio::time::timeout(POLL, head.changed()).await;
-                quiet += POLL;
-            }
-        },
-    )
+    // Listen before reading, so nothing sent meanwhile is missed.
+    let batches = state.audit_feed.batches.subscribe();
+    let follower = Follower {
+        state,
+        filter,
+        covered: after,
+        behind: true,
+        batches,
+        checked: Instant::now(),
+        token_hash,
+        _slot: slot,
+    };
+    stream::try_unfold(follower, |mut follower| async move {
+        Ok(follower.next().await?.map(|chunk| (chunk, follower)))
+    })
 }
 
 /// One action of the catalogue.

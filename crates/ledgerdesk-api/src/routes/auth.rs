@@ -1,9 +1,17 @@
 //! Logging in and out. A login answers the same way, in the same time, for
 //! an unknown email as for a wrong password (a dummy Argon2 hash is
-//! verified); failures and refusals are events: `user.login_failed` on the
-//! account's stream, or a `login_failed` general action on the system
-//! account's stream when the email is unknown.
+//! verified). Each attempt takes a slot of the [`LoginLimiter`] before its
+//! password is checked, and the check waits its turn at the [`Verifier`].
+//!
+//! What the log keeps (see docs/audit.md): every failed check, as
+//! `user.login_failed` on the account's stream, or a `login_failed`
+//! general action on the system account's stream when the email is
+//! unknown; the failed checks are bounded by the limiter. Refused attempts
+//! are not recorded one by one: a throttle of an account or an address is
+//! recorded when it starts and then at most once per window, with the
+//! number of attempts it refused.
 
+use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use ledgerdesk_app::{input, Actor, AppError};
@@ -11,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::auth::{new_token, normalise_email, token_hash};
+use crate::auth::{new_token, normalise_email, token_hash, LimitKey, ThrottleReport};
 use crate::db::UserRow;
 use crate::error::ApiError;
 use crate::extract::{actor_of, Cx, Json};
@@ -77,6 +85,52 @@ async fn record_failure(
     Ok(())
 }
 
+/// Record refused attempts of one throttled account or address; the
+/// count is what it refused since its previous report.
+async fn record_throttle(
+    state: &AppState,
+    actor: &Actor,
+    report: ThrottleReport,
+) -> Result<(), ApiError> {
+    let reason = format!("too_many_attempts ({} refused)", report.refused);
+    match report.key {
+        LimitKey::Account(email) => {
+            let user_id = state.db.user_by_email(&email).await?;
+            record_failure(state, actor, user_id, &reason).await
+        }
+        LimitKey::Address(ip) => {
+            let Some(system) = state.db.system_user().await? else {
+                tracing::warn!("no system account to record a login throttle on");
+                return Ok(());
+            };
+            let action = input::Action {
+                action: "login_failed".into(),
+                description: format!("logins refused from this address: {reason}"),
+            };
+            let actor = actor.clone().with_ip(ip);
+            state
+                .helpdesk
+                .record_general_action(&actor, system, action)
+                .await?;
+            Ok(())
+        }
+    }
+}
+
+/// Records what throttles refused since their last report, once a window:
+/// a caller who keeps trying, or stopped, is accounted for in full.
+pub async fn report_throttles(state: AppState) {
+    let mut every = tokio::time::interval(state.limiter.window());
+    loop {
+        every.tick().await;
+        for report in state.limiter.due_reports() {
+            if let Err(e) = record_throttle(&state, &Actor::system(), report).await {
+                tracing::warn!(error = %e, "recording a login throttle failed");
+            }
+        }
+    }
+}
+
 /// Log in with email and password.
 #[utoipa::path(
     post,
@@ -87,6 +141,8 @@ async fn record_failure(
         (status = 200, description = "Logged in: a bearer token", body = LoginResponse),
         (status = 401, description = "Wrong email or password", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many failed logins for this account or address; see Retry-After", body = crate::error::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "Too many logins being checked at once; see Retry-After", body = crate::error::Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
 )]
@@ -101,18 +157,27 @@ pub async fn login(
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
     let actor = actor_of(&req, None);
-    if let Some(retry_after) = state.limiter.retry_after(&email, &ip) {
-        let user_id = state.db.user_by_email(&email).await?;
-        record_failure(&state, &actor, user_id, "too_many_attempts").await?;
-        return Err(ApiError::TooManyRequests { retry_after });
-    }
+    let attempt = match state.limiter.begin(&email, &ip) {
+        Ok(attempt) => attempt,
+        Err(refused) => {
+            for report in refused.reports {
+                record_throttle(&state, &actor, report).await?;
+            }
+            return Err(ApiError::TooManyRequests {
+                retry_after: refused.retry_after,
+            });
+        }
+    };
     let found = state.db.login(&email).await?;
-    let passwords = state.passwords.clone();
     let hash = found.as_ref().map(|f| f.password_hash.clone());
-    let password = body.password;
-    let matches = web::block(move || passwords.verify(&password, hash.as_deref()))
-        .await
-        .map_err(ApiError::internal)?;
+    let Ok(matches) = state.verifier.verify(body.password, hash).await else {
+        attempt.unchecked();
+        return Err(ApiError::Busy {
+            code: "verifier_busy",
+            detail: "too many logins at once; try again shortly",
+            retry_after: state.verifier.wait().as_secs().max(1),
+        });
+    };
     let failure = match &found {
         None => "unknown_account",
         Some(_) if !matches => "wrong_password",
@@ -131,14 +196,14 @@ pub async fn login(
     };
     let user_id = found.as_ref().map(|f| f.user_id);
     if !failure.is_empty() {
-        state.limiter.fail(&email, &ip);
+        attempt.failed();
         record_failure(&state, &actor, user_id, failure).await?;
         return Err(ApiError::Unauthorized {
             detail: WRONG_CREDENTIALS,
         });
     }
+    attempt.succeeded();
     let user_id = user_id.unwrap_or_default();
-    state.limiter.succeed(&email);
     let token = new_token();
     let expires_at = Utc::now() + chrono::Duration::seconds(state.token_ttl_secs as i64);
     state
@@ -150,12 +215,16 @@ pub async fn login(
         .user(user_id)
         .await?
         .ok_or_else(|| ApiError::internal("a user with credentials has no row"))?;
-    Ok(HttpResponse::Ok().json(LoginResponse {
-        token,
-        token_type: "Bearer".into(),
-        expires_at,
-        user,
-    }))
+    // The token must not stay in a cache on the way.
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::PRAGMA, "no-cache"))
+        .json(LoginResponse {
+            token,
+            token_type: "Bearer".into(),
+            expires_at,
+            user,
+        }))
 }
 
 /// Log out: revoke the token and record `user.logged_out`.
@@ -180,5 +249,13 @@ pub async fn logout(state: web::Data<AppState>, cx: Cx) -> Result<HttpResponse, 
     responses((status = 200, description = "The caller", body = UserView))
 )]
 pub async fn me(state: web::Data<AppState>, cx: Cx) -> Result<HttpResponse, ApiError> {
-    user_view(&state, cx.caller.user_id).await
+    let mut res = user_view(&state, cx.caller.user_id).await?;
+    // The session's own account: not for a shared cache.
+    let headers = res.headers_mut();
+    headers.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    headers.insert(header::PRAGMA, header::HeaderValue::from_static("no-cache"));
+    Ok(res)
 }
