@@ -402,18 +402,22 @@ impl Drop for Attempt {
     }
 }
 
-/// Password verification on the blocking pool, at most a fixed number at
-/// a time: each Argon2 run holds `argon2_memory_kib` and a thread, so
-/// unbounded parallel logins would take the memory and threads of the
-/// whole server. A login that waits longer than `wait` for a turn is
-/// answered 503 instead of queueing without end.
+/// Password verification on a few threads of its own, at most one run per
+/// thread: each Argon2 run holds `argon2_memory_kib`, and the allocator
+/// keeps what a thread freed for that thread, so runs spread over a
+/// growing blocking pool would leave the whole server's memory behind
+/// them. A login that waits longer than `wait` for a turn is answered 503
+/// instead of queueing without end.
 #[derive(Clone)]
 pub struct Verifier {
     passwords: Passwords,
     permits: Arc<Semaphore>,
+    jobs: std::sync::mpsc::SyncSender<Job>,
     wait: Duration,
     waiting: Arc<AtomicUsize>,
 }
+
+type Job = Box<dyn FnOnce() + Send>;
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -431,15 +435,31 @@ pub struct Saturated;
 
 impl Verifier {
     /// `max` verifications at a time (0: one per core), waiting at most
-    /// `wait` for a turn.
+    /// `wait` for a turn; `max` threads run them.
     pub fn new(passwords: Passwords, max: usize, wait: Duration) -> Self {
         let max = match max {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(max);
+        let queue = Arc::new(Mutex::new(queue));
+        for i in 0..max {
+            let queue = queue.clone();
+            // The threads end when the last Verifier (the sender) is gone.
+            let _ = std::thread::Builder::new()
+                .name(format!("password-verifier-{i}"))
+                .spawn(move || loop {
+                    let job = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => break,
+                    }
+                });
+        }
         Self {
             passwords,
             permits: Arc::new(Semaphore::new(max)),
+            jobs,
             wait,
             waiting: Arc::default(),
         }
@@ -455,14 +475,17 @@ impl Verifier {
             _ => return Err(Saturated),
         };
         let passwords = self.passwords.clone();
-        tokio::task::spawn_blocking(move || {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
             // The permit lives as long as the hashing, even when the
-            // request that started it is gone.
+            // request that started it is gone: one run per thread.
             let _permit = permit;
-            passwords.verify(&password, hash.as_deref())
-        })
-        .await
-        .map_err(|_| Saturated)
+            let _ = answer.send(passwords.verify(&password, hash.as_deref()));
+        });
+        // A permit is held, so a thread is free or about to be: the
+        // channel has room.
+        self.jobs.try_send(job).map_err(|_| Saturated)?;
+        answered.await.map_err(|_| Saturated)
     }
 
     /// Logins waiting for a turn now.
