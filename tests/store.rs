@@ -31,6 +31,7 @@ backend_tests!(
     verify_names_swapped_events,
     head_watch_follows_appends,
     migrations_are_idempotent,
+    a_write_lock_held_too_long_is_unavailable_and_the_writer_recovers,
 );
 
 fn ev(n: u64) -> NewEvent {
@@ -551,4 +552,217 @@ async fn migrations_are_idempotent(db: &TestDb) {
     seed(store.as_ref(), 1, 2).await;
     let again = db.open().await;
     assert_eq!(again.head().await.unwrap().position, 2);
+}
+
+/// Holds the database's write lock from another connection (another process
+/// stuck in a commit) until dropped.
+enum LockHolder {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl LockHolder {
+    async fn take(db: &TestDb) -> Self {
+        use sqlx::Connection;
+        match db.kind() {
+            Kind::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+                sqlx::query("BEGIN IMMEDIATE").execute(&mut c).await.unwrap();
+                LockHolder::Sqlite(c)
+            }
+            Kind::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+                sqlx::query("BEGIN").execute(&mut c).await.unwrap();
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(ledgerdesk_store::postgres::WRITE_LOCK_KEY)
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+                LockHolder::Postgres(c)
+            }
+        }
+    }
+
+    async fn release(self) {
+        match self {
+            LockHolder::Sqlite(mut c) => {
+                sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
+            }
+            LockHolder::Postgres(mut c) => {
+                sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
+            }
+        }
+    }
+}
+
+/// Bounds a step that must not hang (a writer left without a usable
+/// connection waits for its pool forever).
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within 20 s"))
+}
+
+async fn a_write_lock_held_too_long_is_unavailable_and_the_writer_recovers(db: &TestDb) {
+    let options = ledgerdesk_store::OpenOptions {
+        lock_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let store = ledgerdesk_store::open(&db.url, &options).await.unwrap();
+    store
+        .append("test-0", ExpectedVersion::NoStream, vec![ev(1)])
+        .await
+        .unwrap();
+    let holder = LockHolder::take(db).await;
+    let refused = within(
+        "an append behind a held lock",
+        store.append("test-0", ExpectedVersion::Exact(1), vec![ev(2)]),
+    )
+    .await;
+    match refused {
+        Err(e) => assert!(e.is_unavailable(), "{e:?} should be Unavailable"),
+        Ok(done) => panic!("appended at {} while another held the lock", done.position),
+    }
+    holder.release().await;
+    // The writer kept a usable connection: the next appends go through.
+    for n in 2..=4 {
+        within(
+            "an append after the lock was released",
+            store.append("test-0", ExpectedVersion::Exact(n - 1), vec![ev(n)]),
+        )
+        .await
+        .unwrap();
+    }
+    assert!(verify_chain(store.as_ref()).await.unwrap().ok());
+    assert_eq!(store.head().await.unwrap().position, 4);
+}
+
+/// The PostgreSQL writer's backend is terminated while it waits for the
+/// advisory lock, i.e. after `BEGIN`: the writer must not keep that dead
+/// connection (its pool has only one), and the next appends succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_writer_recovers_when_its_backend_is_terminated() {
+    use sqlx::Connection;
+    let Some(db) = TestDb::new(Kind::Postgres).await else {
+        return;
+    };
+    let store = db.open().await;
+    store
+        .append("test-0", ExpectedVersion::NoStream, vec![ev(1)])
+        .await
+        .unwrap();
+    let holder = LockHolder::take(&db).await;
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .append("test-0", ExpectedVersion::Exact(1), vec![ev(2)])
+                .await
+        })
+    };
+    // Wait until the writer waits for the lock, then end its backend.
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let mut terminated = false;
+    for _ in 0..200 {
+        let pids: Vec<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock' AND query LIKE '%pg_advisory_xact_lock%' \
+             AND pid <> pg_backend_pid()",
+        )
+        .fetch_all(&mut admin)
+        .await
+        .unwrap();
+        if let Some(pid) = pids.first() {
+            sqlx::query("SELECT pg_terminate_backend($1)")
+                .bind(pid)
+                .execute(&mut admin)
+                .await
+                .unwrap();
+            terminated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(terminated, "the writer never waited for the lock");
+    let failed = within("the interrupted append", writer).await.unwrap();
+    match failed {
+        Err(e) => assert!(e.is_unavailable(), "{e:?} should be Unavailable"),
+        Ok(done) => panic!("appended at {} through a terminated backend", done.position),
+    }
+    holder.release().await;
+    for n in 2..=4 {
+        within(
+            "an append after the backend was terminated",
+            store.append("test-0", ExpectedVersion::Exact(n - 1), vec![ev(n)]),
+        )
+        .await
+        .unwrap();
+    }
+    assert!(verify_chain(store.as_ref()).await.unwrap().ok());
+}
+
+/// A backend terminated between statements while appends keep coming:
+/// every append either commits (once) or fails as unavailable, and the
+/// store writes again afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_appends_survive_terminated_backends_under_load() {
+    use sqlx::Connection;
+    let Some(db) = TestDb::new(Kind::Postgres).await else {
+        return;
+    };
+    let store = db.open().await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let (store, stop) = (store.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (Vec::new(), 0);
+            for n in 0..400u64 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                match store
+                    .append(&format!("load-{w}-{n}"), ExpectedVersion::NoStream, vec![ev(n)])
+                    .await
+                {
+                    Ok(done) => ok.push(done.position),
+                    Err(e) => {
+                        assert!(e.is_unavailable(), "{e:?} should be Unavailable");
+                        failed += 1;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acknowledged = Vec::new();
+    for t in tasks {
+        let (ok, _) = within("a writer task", t).await.unwrap();
+        acknowledged.extend(ok);
+    }
+    within(
+        "an append after the faults",
+        store.append("after", ExpectedVersion::NoStream, vec![ev(0)]),
+    )
+    .await
+    .unwrap();
+    let all = store.read_all(0, 100_000).await.unwrap();
+    let positions: HashSet<u64> = all.iter().map(|e| e.position).collect();
+    for p in &acknowledged {
+        assert!(positions.contains(p), "acknowledged position {p} is missing");
+    }
+    assert!(verify_chain(store.as_ref()).await.unwrap().ok());
 }

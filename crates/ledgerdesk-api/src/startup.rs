@@ -63,6 +63,7 @@ impl Application {
         let options = OpenOptions {
             migrate: true,
             max_connections: settings.database.max_connections,
+            ..OpenOptions::default()
         };
         let raw_store = ledgerdesk_store::open(&settings.database.url, &options).await?;
         // Everything but verification reads and writes through the vault:

@@ -42,7 +42,7 @@ pub use checkpoint::{
     checkpoint_now, checkpoints, latest_checkpoint, verify_all, AuditReport, Checkpoint,
     CheckpointKey, CheckpointRange, Checkpointer, PublicKey,
 };
-pub use error::StoreError;
+pub use error::{is_unavailable, StoreError};
 pub use event::{
     ActorKind, Appended, Backend, ExpectedVersion, Head, Metadata, NewEvent, RecordedEvent,
     StreamAppend, StreamRange,
@@ -62,6 +62,10 @@ pub struct OpenOptions {
     pub migrate: bool,
     /// Size of the read pool.
     pub max_connections: u32,
+    /// How long an append waits for the database's write lock (SQLite's
+    /// busy timeout, PostgreSQL's `lock_timeout` on the writer) before it
+    /// fails as [`StoreError::Unavailable`].
+    pub lock_timeout: std::time::Duration,
 }
 
 impl Default for OpenOptions {
@@ -69,6 +73,7 @@ impl Default for OpenOptions {
         Self {
             migrate: true,
             max_connections: 8,
+            lock_timeout: std::time::Duration::from_secs(30),
         }
     }
 }

@@ -57,9 +57,16 @@ impl PostgresStore {
         if options.migrate {
             Self::migrate(&pool).await?;
         }
+        // A writer that waits longer than this for the advisory lock (another
+        // process stuck inside a commit) gives up with 55P03, which the
+        // caller sees as "unavailable, retry", instead of hanging forever.
+        let write_connect = connect.options([(
+            "lock_timeout",
+            format!("{}ms", options.lock_timeout.as_millis().max(1)),
+        )]);
         let write_pool = PgPoolOptions::new()
             .max_connections(1)
-            .connect_with(connect)
+            .connect_with(write_connect)
             .await?;
         let tip = sql::decode_tip(sqlx::query(sql::TIP).fetch_optional(&pool).await?)?;
         let (head_tx, head) = watch::channel(tip.position);
@@ -192,9 +199,12 @@ impl PgWriter {
 
 impl WriteConn for PgWriter {
     async fn begin_locked(&mut self) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        sqlx::query("BEGIN").execute(&mut *conn).await?;
-        self.conn = Some(conn);
+        // Kept from before BEGIN, so that whatever fails next the writer's
+        // rollback finds the connection and either cleans it or drops it:
+        // the write pool has one connection, and one left in an aborted
+        // transaction would stop every later append.
+        self.conn = Some(self.pool.acquire().await?);
+        sqlx::query("BEGIN").execute(&mut **self.conn()?).await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(WRITE_LOCK_KEY)
             .execute(&mut **self.conn()?)

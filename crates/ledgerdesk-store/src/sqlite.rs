@@ -3,7 +3,8 @@
 //! WAL mode with `synchronous=FULL`, so a commit is on disk when an append
 //! returns. One writer connection takes `BEGIN IMMEDIATE`, which is SQLite's
 //! database-wide write lock, so several processes on one file also stay
-//! serialized.
+//! serialized. `secure_delete` is on: erasure relies on deleted bytes
+//! being overwritten (`docs/privacy.md`).
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -50,7 +51,10 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(30))
+            .busy_timeout(options.lock_timeout)
+            // Deleted and overwritten content is zeroed, so a destroyed
+            // subject key or a deleted email does not linger in free pages.
+            .pragma("secure_delete", "ON")
             .foreign_keys(true);
         if let Some(dir) = connect.get_filename().parent() {
             if !dir.as_os_str().is_empty() {
@@ -185,11 +189,13 @@ impl SqliteWriter {
 
 impl WriteConn for SqliteWriter {
     async fn begin_locked(&mut self) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        // Kept before BEGIN so that the writer's rollback always finds it.
+        self.conn = Some(self.pool.acquire().await?);
         // IMMEDIATE takes the write lock now; a deferred BEGIN would fail
         // with SQLITE_BUSY on upgrade if another process wrote meanwhile.
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-        self.conn = Some(conn);
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut **self.conn()?)
+            .await?;
         Ok(())
     }
 

@@ -128,8 +128,14 @@ async fn write_group<C: WriteConn>(
     conn: &mut C,
     requests: &[&[StreamAppend]],
 ) -> Result<Plan, StoreError> {
-    conn.begin_locked().await?;
-    match write_locked(conn, requests).await {
+    // A failure while beginning (the lock timed out, the connection broke)
+    // is cleaned up like any other: the writer must always be left with a
+    // usable connection or none.
+    let result = match conn.begin_locked().await {
+        Ok(()) => write_locked(conn, requests).await,
+        Err(e) => Err(e),
+    };
+    match result {
         Ok(plan) => Ok(plan),
         Err(e) => {
             if let Err(rb) = conn.rollback().await {

@@ -488,6 +488,7 @@ async fn open(
     let options = OpenOptions {
         migrate: true,
         max_connections: settings.database.max_connections,
+        ..OpenOptions::default()
     };
     ledgerdesk_store::open(&settings.database.url, &options)
         .await
