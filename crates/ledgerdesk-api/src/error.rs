@@ -46,6 +46,15 @@ pub enum ApiError {
         /// What was not found.
         detail: String,
     },
+    /// The addressed thing existed and was destroyed on purpose (an
+    /// erasure). 410.
+    #[error("{detail}")]
+    Gone {
+        /// Stable code, e.g. `file_erased`.
+        code: &'static str,
+        /// What is gone, and why.
+        detail: String,
+    },
     /// The route exists but not with this method. 405, with `Allow`.
     #[error("this route answers {allow} only")]
     MethodNotAllowed {
@@ -114,9 +123,57 @@ pub enum ApiError {
         /// Seconds to wait.
         retry_after: u64,
     },
+    /// The database is unreachable, restarting or busy beyond its lock
+    /// timeout: nothing was done, retry after `Retry-After` seconds. 503.
+    /// The cause is logged, never sent.
+    #[error("the database is unavailable; retry in {} seconds", UNAVAILABLE_RETRY_AFTER)]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Our failure: logged, never described to the client. 500.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// `Retry-After` of a 503: a restarting database is usually back within
+/// seconds, and a client retrying at once would only add load.
+pub const UNAVAILABLE_RETRY_AFTER: u64 = 2;
+
+/// Whether the database being out of reach or busy caused `error`, looked
+/// for along its whole chain and through the wrappers that forward
+/// `source()` to their inner error (`#[error(transparent)]`).
+fn database_unavailable(error: &(dyn std::error::Error + 'static)) -> bool {
+    use ledgerdesk_projections::ProjectionError;
+    use ledgerdesk_store::{AuditError, StoreError};
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let store = e
+            .downcast_ref::<StoreError>()
+            .or_else(|| match e.downcast_ref::<AppError>() {
+                Some(AppError::Store(s)) => Some(s),
+                _ => None,
+            })
+            .or_else(|| match e.downcast_ref::<AuditError>() {
+                Some(AuditError::Store(s)) => Some(s),
+                _ => None,
+            })
+            .or_else(|| match e.downcast_ref::<ProjectionError>() {
+                Some(ProjectionError::Store(s)) => Some(s),
+                _ => None,
+            });
+        if store.is_some_and(StoreError::is_unavailable) {
+            return true;
+        }
+        let sqlx = e
+            .downcast_ref::<sqlx::Error>()
+            .or_else(|| match e.downcast_ref::<ProjectionError>() {
+                Some(ProjectionError::Database(s)) => Some(s),
+                _ => None,
+            });
+        if sqlx.is_some_and(ledgerdesk_store::is_unavailable) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// An RFC 9457 problem document, as sent with every error.
@@ -140,9 +197,16 @@ pub struct Problem {
 }
 
 impl ApiError {
-    /// An internal failure with its cause (logged when answered).
+    /// An internal failure with its cause (logged when answered); a 503
+    /// instead when the cause is the database being unavailable, so every
+    /// path to a 500 tells "down, retry" apart from "broken".
     pub fn internal(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
-        ApiError::Internal(e.into())
+        let e = e.into();
+        if database_unavailable(e.as_ref()) {
+            ApiError::Unavailable(e)
+        } else {
+            ApiError::Internal(e)
+        }
     }
 
     /// A 400 naming a field.
@@ -168,6 +232,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { code, .. }
             | ApiError::NotFound { code, .. }
+            | ApiError::Gone { code, .. }
             | ApiError::Conflict { code, .. }
             | ApiError::Unprocessable { code, .. }
             | ApiError::Limited { code, .. }
@@ -179,6 +244,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType { .. } => "unsupported_media_type",
             ApiError::TooManyRequests { .. } => "too_many_requests",
+            ApiError::Unavailable(_) => "database_unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -223,6 +289,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::Gone { .. } => StatusCode::GONE,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
@@ -232,13 +299,20 @@ impl ResponseError for ApiError {
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Limited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let ApiError::Internal(cause) = self {
-            tracing::error!(error = %error_chain(cause.as_ref()), "request failed");
+        match self {
+            ApiError::Internal(cause) => {
+                tracing::error!(error = %error_chain(cause.as_ref()), "request failed");
+            }
+            ApiError::Unavailable(cause) => {
+                tracing::warn!(error = %error_chain(cause.as_ref()), "database unavailable");
+            }
+            _ => {}
         }
         let mut response = HttpResponse::build(self.status_code());
         response.insert_header((
@@ -256,6 +330,9 @@ impl ResponseError for ApiError {
             }
             ApiError::MethodNotAllowed { allow } => {
                 response.insert_header((header::ALLOW, allow.as_str()));
+            }
+            ApiError::Unavailable(_) => {
+                response.insert_header((header::RETRY_AFTER, UNAVAILABLE_RETRY_AFTER.to_string()));
             }
             _ => {}
         }
@@ -332,6 +409,39 @@ mod tests {
         assert_eq!(p.type_, "https://ledgerdesk.dev/problems/ticket-closed");
         assert_eq!(p.title, "Ticket closed");
         assert_eq!(p.field.as_deref(), Some("status"));
+    }
+
+    #[test]
+    fn an_unavailable_database_is_a_503_with_retry_after_on_every_path() {
+        use ledgerdesk_store::StoreError;
+        let causes: Vec<ApiError> = vec![
+            ApiError::from(sqlx::Error::PoolTimedOut),
+            ApiError::from(StoreError::from(sqlx::Error::PoolClosed)),
+            ApiError::from(AppError::Store(StoreError::from(sqlx::Error::Io(
+                std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+            )))),
+            ApiError::from(ledgerdesk_projections::ProjectionError::Database(
+                sqlx::Error::PoolTimedOut,
+            )),
+            ApiError::from(ledgerdesk_store::AuditError::Store(StoreError::from(
+                sqlx::Error::PoolTimedOut,
+            ))),
+        ];
+        for e in causes {
+            assert_eq!(e.status_code(), StatusCode::SERVICE_UNAVAILABLE, "{e:?}");
+            assert_eq!(e.code(), "database_unavailable");
+            let response = e.error_response();
+            assert_eq!(
+                response.headers().get(header::RETRY_AFTER).map(|v| v.to_str().unwrap()),
+                Some(UNAVAILABLE_RETRY_AFTER.to_string().as_str())
+            );
+            assert!(!e.problem().detail.contains("pool"), "the cause is not sent");
+        }
+        // A database that answered and refused is still our 500.
+        let e = ApiError::from(sqlx::Error::RowNotFound);
+        assert_eq!(e.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
+        let e = ApiError::from(AppError::Store(StoreError::Closed));
+        assert_eq!(e.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 
     #[test]

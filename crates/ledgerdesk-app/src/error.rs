@@ -87,7 +87,8 @@ pub enum AppError {
         message: String,
     },
     /// The event store or its database failed. HTTP 500; log the cause,
-    /// do not send it.
+    /// do not send it. When the database is only unreachable or busy
+    /// ([`StoreError::Unavailable`]), HTTP 503: the client may retry later.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -101,6 +102,7 @@ impl AppError {
             AppError::Conflict { .. } => 409,
             AppError::PreconditionFailed { .. } => 412,
             AppError::Invalid { .. } => 400,
+            AppError::Store(e) if e.is_unavailable() => 503,
             AppError::Store(_) => 500,
         }
     }
@@ -118,6 +120,7 @@ impl AppError {
             AppError::Conflict { .. } => "conflict",
             AppError::PreconditionFailed { .. } => "precondition_failed",
             AppError::Invalid { .. } => "invalid_input",
+            AppError::Store(e) if e.is_unavailable() => "database_unavailable",
             AppError::Store(_) => "internal",
         }
     }
@@ -184,6 +187,16 @@ mod tests {
                 "invalid_input",
             ),
             (AppError::Store(StoreError::Closed), 500, "internal"),
+            (
+                AppError::from(sqlx::Error::PoolTimedOut),
+                503,
+                "database_unavailable",
+            ),
+            (
+                AppError::from(sqlx::Error::RowNotFound),
+                500,
+                "internal",
+            ),
         ];
         for (error, status, code) in cases {
             assert_eq!(
