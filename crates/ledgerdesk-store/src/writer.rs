@@ -115,7 +115,10 @@ async fn run<C: WriteConn>(mut conn: C, mut rx: mpsc::Receiver<Job>, head: watch
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, appends = jobs.len(), "group commit failed; nothing of it was written");
+                // Usually nothing was written; a connection lost during
+                // COMMIT leaves it unknown, which is why such failures are
+                // "unavailable, retry" and never an acknowledgement.
+                tracing::error!(error = %e, appends = jobs.len(), "group commit failed");
                 for job in jobs {
                     let _ = job.reply.send(Err(e.clone()));
                 }

@@ -1,7 +1,9 @@
 //! The projection workers as real processes: killed with SIGKILL in the
 //! middle of a run they resume with nothing applied twice and nothing
 //! skipped; on PostgreSQL only one worker runs each projection and a
-//! survivor takes over from a killed one.
+//! survivor takes over from a killed one. The server keeps every write it
+//! acknowledged, and answers 503 rather than 500, while its database
+//! connections are terminated under load.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -340,4 +342,223 @@ async fn sqlite_replay_prints_a_ticket_history() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_replay_prints_a_ticket_history() {
     replay_prints_a_ticket_history(Kind::Postgres).await;
+}
+
+/// The server as a real process on a free port of loopback, killed on drop.
+struct Server {
+    child: Child,
+    base: String,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const ADMIN: (&str, &str) = ("admin@desk.example", "admin-password-1");
+
+async fn serve(db: &TestDb) -> Server {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let dir = std::env::temp_dir().join(format!("ledgerdesk-serve-{}", uuid_like()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_ledgerdesk"))
+        .arg("serve")
+        .env("LEDGERDESK__DATABASE__URL", &db.url)
+        .env("LEDGERDESK__HTTP__BIND", format!("127.0.0.1:{port}"))
+        .env("LEDGERDESK__HTTP__WORKERS", "2")
+        .env("LEDGERDESK__BOOTSTRAP__ADMIN_EMAIL", ADMIN.0)
+        .env("LEDGERDESK__BOOTSTRAP__ADMIN_PASSWORD", ADMIN.1)
+        .env("LEDGERDESK__AUTH__ARGON2_MEMORY_KIB", "64")
+        .env("LEDGERDESK__AUTH__ARGON2_ITERATIONS", "1")
+        .env("LEDGERDESK__FILES__DIR", dir.join("files"))
+        .env("LEDGERDESK__AUDIT__SIGNING_KEY_FILE", dir.join("checkpoint.key"))
+        .env("LEDGERDESK__LOG__LEVEL", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start ledgerdesk serve");
+    let server = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        _dir: TempDir(dir),
+    };
+    let client = reqwest::Client::new();
+    let url = format!("{}/healthz", server.base);
+    wait_until("the server to listen", || async {
+        client.get(&url).send().await.is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    server
+}
+
+/// One write the clients sent, and how it was answered.
+struct Answer {
+    status: u16,
+    body: serde_json::Value,
+    retry_after: Option<String>,
+}
+
+async fn create_ticket(client: &reqwest::Client, base: &str, token: &str, n: usize) -> Answer {
+    let res = client
+        .post(format!("{base}/api/v1/tickets"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({
+            "subject": format!("Load {n}"), "body": "Written while the database is cut off.",
+            "channel": "email",
+            "requester": {"email": format!("load-{n}@customer.example"), "name": "Load"}
+        }))
+        .send()
+        .await
+        .expect("the server answers (it must not crash)");
+    let status = res.status().as_u16();
+    let retry_after = res
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap_or_default().to_string());
+    let body = res.json().await.unwrap_or(serde_json::Value::Null);
+    Answer {
+        status,
+        body,
+        retry_after,
+    }
+}
+
+async fn terminate_backends(db: &TestDb) -> u64 {
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    let _ = admin.close().await;
+    ended.into_iter().filter(|e| *e).count() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_terminated_connections_lose_no_acknowledged_write() {
+    let Some(db) = TestDb::new(Kind::Postgres).await else {
+        return;
+    };
+    let server = serve(&db).await;
+    let client = reqwest::Client::new();
+    let login = client
+        .post(format!("{}/api/v1/auth/login", server.base))
+        .json(&serde_json::json!({"email": ADMIN.0, "password": ADMIN.1}))
+        .send()
+        .await
+        .unwrap();
+    assert!(login.status().is_success(), "login: {}", login.status());
+    let token: String = login.json::<serde_json::Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|c| {
+            let (client, base, token, stop) =
+                (client.clone(), server.base.clone(), token.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                for i in 0..300 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    answers.push(create_ticket(&client, &base, &token, c * 1000 + i).await);
+                }
+                answers
+            })
+        })
+        .collect();
+    let mut terminated = 0;
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        terminated += terminate_backends(&db).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut answers = Vec::new();
+    for c in clients {
+        answers.extend(c.await.unwrap());
+    }
+    assert!(terminated > 0, "no backend was terminated");
+
+    // Every failure said "unavailable, retry", never "internal error".
+    let unavailable = answers.iter().filter(|a| a.status == 503).count();
+    for a in &answers {
+        match a.status {
+            201 | 409 | 412 => {}
+            503 => {
+                assert_eq!(a.body["code"], "database_unavailable", "{}", a.body);
+                assert!(a.retry_after.is_some(), "a 503 without Retry-After");
+            }
+            other => panic!("a write answered {other}: {}", a.body),
+        }
+    }
+    // The server serves again.
+    let n = 99_999;
+    let mut again = create_ticket(&client, &server.base, &token, n).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while again.status == 503 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        again = create_ticket(&client, &server.base, &token, n).await;
+    }
+    assert_eq!(again.status, 201, "after the faults: {}", again.body);
+    answers.push(again);
+
+    // Every acknowledged write is in the log, once, where it was reported.
+    let store = db.open().await;
+    let events = store.read_all(0, 1_000_000).await.unwrap();
+    let created: std::collections::HashMap<String, Vec<u64>> =
+        events
+            .iter()
+            .filter(|e| e.event_type == "ticket.created")
+            .fold(Default::default(), |mut m, e| {
+                m.entry(e.stream_id.clone()).or_default().push(e.position);
+                m
+            });
+    let acknowledged: Vec<&Answer> = answers.iter().filter(|a| a.status == 201).collect();
+    for a in &acknowledged {
+        let stream = format!("ticket-{}", a.body["id"].as_str().unwrap());
+        let position = a.body["position"].as_u64().unwrap();
+        let at = created.get(&stream).cloned().unwrap_or_default();
+        assert_eq!(at.len(), 1, "{stream} is in the log {} times", at.len());
+        assert!(
+            events.iter().any(|e| e.stream_id == stream && e.position == position),
+            "{stream} was acknowledged at position {position}, which is not its own"
+        );
+    }
+    // Gap-free and unaltered.
+    let positions: Vec<u64> = events.iter().map(|e| e.position).collect();
+    assert_eq!(positions, (1..=events.len() as u64).collect::<Vec<_>>());
+    let verify = client
+        .get(format!("{}/api/v1/admin/verify", server.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verify.status(), 200);
+    let verify: serde_json::Value = verify.json().await.unwrap();
+    assert_eq!(verify["ok"], true, "{verify}");
+    eprintln!(
+        "{} writes: {} acknowledged, {unavailable} answered 503; {terminated} backends terminated",
+        answers.len(),
+        acknowledged.len()
+    );
 }
