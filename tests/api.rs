@@ -22,6 +22,8 @@ backend_tests!(
     each_error_is_a_problem_and_writes_nothing,
     request_id_becomes_the_correlation_id,
     files_are_stored_by_hash_and_limited,
+    erasure_destroys_files_only_the_subject_held,
+    refused_uploads_leave_no_file_behind,
     users_departments_settings_and_activity,
     operations_endpoints_answer,
     parallel_wrong_passwords_are_counted_before_they_are_checked,
@@ -932,6 +934,166 @@ async fn files_are_stored_by_hash_and_limited(db: &TestDb) {
     )
     .await;
     problem(app.get("/api/v1/files/nothex", &app.admin).await, 400).await;
+}
+
+/// Upload `bytes` to ticket `id` as `name`, with an optional `If-Match`.
+async fn upload(
+    app: &TestApp,
+    id: &str,
+    name: &str,
+    bytes: &[u8],
+    if_match: Option<&str>,
+) -> reqwest::Response {
+    let (ct, body) = multipart(name, "application/pdf", bytes);
+    let mut req = app
+        .client
+        .post(app.url(&format!("/api/v1/tickets/{id}/files")))
+        .bearer_auth(&app.admin)
+        .header("content-type", ct)
+        .body(body);
+    if let Some(v) = if_match {
+        req = req.header("If-Match", v);
+    }
+    req.send().await.unwrap()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Every regular file under the upload folder but the signing key.
+fn files_on_disk(app: &TestApp) -> Vec<std::path::PathBuf> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if !path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("checkpoint.key"))
+            {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&app.dir, &mut out);
+    out
+}
+
+async fn erasure_destroys_files_only_the_subject_held(db: &TestDb) {
+    let app = spawn_app(db).await;
+    let erin = ok_json(
+        app.post(
+            "/api/v1/tickets",
+            &app.admin,
+            json!({"subject": "Scan of my passport", "body": "Attached.", "channel": "email",
+                   "requester": {"email": "erin@customer.example", "name": "Erin Example"}}),
+        )
+        .await,
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let carol = app.ticket(&app.admin).await.to_string();
+    let own: &[u8] = b"%PDF erin's passport";
+    let shared: &[u8] = b"%PDF the terms both customers were sent";
+    for (ticket, bytes) in [(&erin, own), (&erin, shared), (&carol, shared)] {
+        ok_json(upload(&app, ticket, "scan.pdf", bytes, None).await).await;
+    }
+    let (own_sha, shared_sha) = (sha256_hex(own), sha256_hex(shared));
+    let on_disk = |sha: &str| app.dir.join(&sha[..2]).join(sha).exists();
+    assert!(on_disk(&own_sha) && on_disk(&shared_sha));
+    let res = app.get(&format!("/api/v1/files/{own_sha}"), &app.admin).await;
+    assert_eq!(res.bytes().await.unwrap().as_ref(), own);
+
+    ok_json(
+        app.post(
+            "/api/v1/admin/erasure",
+            &app.admin,
+            json!({"email": "erin@customer.example"}),
+        )
+        .await,
+    )
+    .await;
+    // Hers alone: gone from disk, and the download says it was erased.
+    assert!(!on_disk(&own_sha), "the erased subject's file is still on disk");
+    let gone = problem(
+        app.get(&format!("/api/v1/files/{own_sha}"), &app.admin)
+            .await,
+        410,
+    )
+    .await;
+    assert_eq!(gone["code"], "file_erased");
+    // The same bytes on a held customer's ticket stay theirs.
+    let res = app
+        .get(&format!("/api/v1/files/{shared_sha}"), &app.admin)
+        .await;
+    assert_eq!(res.bytes().await.unwrap().as_ref(), shared);
+    // New files for her ticket are not kept.
+    let head = app.head().await;
+    let refused = problem(upload(&app, &erin, "more.pdf", b"more", None).await, 422).await;
+    assert_eq!(refused["code"], "subject_erased");
+    assert_eq!(app.head().await, head);
+    assert!(!on_disk(&sha256_hex(b"more")));
+    // The log is untouched by all of it.
+    let verify = ok_json(app.get("/api/v1/admin/verify", &app.admin).await).await;
+    assert_eq!(verify["ok"], true, "{verify}");
+
+    // Once the last holder is erased too, the shared file goes.
+    ok_json(
+        app.post(
+            "/api/v1/admin/erasure",
+            &app.admin,
+            json!({"email": "carol@customer.example"}),
+        )
+        .await,
+    )
+    .await;
+    assert!(!on_disk(&shared_sha));
+    problem(
+        app.get(&format!("/api/v1/files/{shared_sha}"), &app.admin)
+            .await,
+        410,
+    )
+    .await;
+    let verify = ok_json(app.get("/api/v1/admin/verify", &app.admin).await).await;
+    assert_eq!(verify["ok"], true, "{verify}");
+}
+
+async fn refused_uploads_leave_no_file_behind(db: &TestDb) {
+    let app = spawn_app(db).await;
+    let id = app.ticket(&app.admin).await.to_string();
+    let head = app.head().await;
+    // A stale If-Match: 412.
+    problem(upload(&app, &id, "a.pdf", b"stale", Some("\"7\"")).await, 412).await;
+    // A name the domain refuses: 422.
+    let long = "n".repeat(300);
+    problem(upload(&app, &id, &long, b"refused", None).await, 422).await;
+    // Over files.max_bytes: 413.
+    problem(upload(&app, &id, "big.bin", &[7u8; 5000], None).await, 413).await;
+    assert_eq!(app.head().await, head);
+    assert_eq!(files_on_disk(&app), Vec::<std::path::PathBuf>::new());
+    for bytes in [&b"stale"[..], b"refused"] {
+        problem(
+            app.get(&format!("/api/v1/files/{}", sha256_hex(bytes)), &app.admin)
+                .await,
+            404,
+        )
+        .await;
+    }
+    let count = "SELECT COUNT(*) FROM api_files";
+    let indexed: i64 = match app.store.pool() {
+        ledgerdesk_store::DbPool::Sqlite(p) => sqlx::query_scalar(count).fetch_one(&p).await,
+        ledgerdesk_store::DbPool::Postgres(p) => sqlx::query_scalar(count).fetch_one(&p).await,
+    }
+    .unwrap();
+    assert_eq!(indexed, 0, "a refused upload was indexed");
+    // An accepted one is kept, and only it.
+    ok_json(upload(&app, &id, "a.pdf", b"kept", None).await).await;
+    assert_eq!(files_on_disk(&app).len(), 1);
 }
 
 async fn users_departments_settings_and_activity(db: &TestDb) {

@@ -129,6 +129,8 @@ pub struct FileRow {
     pub size: i64,
     /// Media type given at upload.
     pub content_type: String,
+    /// Whether its bytes were destroyed by an erasure.
+    pub erased: bool,
 }
 
 const USER_COLUMNS: &str = "user_id, email, name, role, department_id, active";
@@ -527,7 +529,9 @@ impl Db {
         Ok(())
     }
 
-    /// Index an uploaded file (a second upload of the same bytes keeps the first entry).
+    /// Index an uploaded file (a second upload of the same bytes keeps the
+    /// first entry, but makes bytes that an erasure destroyed available
+    /// again: they are on disk once more, and attached to a held ticket).
     pub async fn insert_file(
         &self,
         sha256: &str,
@@ -537,7 +541,7 @@ impl Db {
         on_pool!(&self.pool, |p| {
             sqlx::query(
                 "INSERT INTO api_files (sha256, size, content_type, created_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (sha256) DO NOTHING",
+                 ON CONFLICT (sha256) DO UPDATE SET erased_at = NULL",
             )
             .bind(sha256)
             .bind(size)
@@ -551,13 +555,69 @@ impl Db {
 
     /// A file's index entry.
     pub async fn file(&self, sha256: &str) -> Result<Option<FileRow>, sqlx::Error> {
-        let row: Option<(i64, String)> = on_pool!(&self.pool, |p| {
-            sqlx::query_as("SELECT size, content_type FROM api_files WHERE sha256 = $1")
+        let row: Option<(i64, String, Option<i64>)> = on_pool!(&self.pool, |p| {
+            sqlx::query_as("SELECT size, content_type, erased_at FROM api_files WHERE sha256 = $1")
                 .bind(sha256)
                 .fetch_optional(p)
                 .await?
         });
-        Ok(row.map(|(size, content_type)| FileRow { size, content_type }))
+        Ok(row.map(|(size, content_type, erased_at)| FileRow {
+            size,
+            content_type,
+            erased: erased_at.is_some(),
+        }))
+    }
+
+    /// Record that `sha256` is attached to a ticket of data subject `subject`.
+    pub async fn link_file(&self, sha256: &str, subject: Uuid) -> Result<(), sqlx::Error> {
+        on_pool!(&self.pool, |p| {
+            sqlx::query(
+                "INSERT INTO api_file_subjects (sha256, subject_id) VALUES ($1, $2) \
+                 ON CONFLICT (sha256, subject_id) DO NOTHING",
+            )
+            .bind(sha256)
+            .bind(subject.to_string())
+            .execute(p)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Mark `subject`'s file links erased, and every file of theirs that no
+    /// held subject's ticket shares as erased too; returns those files,
+    /// whose bytes the caller destroys. Repeating it returns them again, so
+    /// an erasure interrupted before the bytes were gone can be finished.
+    pub async fn erase_files_of(&self, subject: Uuid) -> Result<Vec<String>, sqlx::Error> {
+        let id = subject.to_string();
+        let at = now();
+        let only_theirs = "SELECT sha256 FROM api_file_subjects WHERE subject_id = $1 \
+             AND sha256 NOT IN (SELECT sha256 FROM api_file_subjects WHERE erased_at IS NULL)";
+        let shas: Vec<String> = on_pool!(&self.pool, |p| {
+            let mut tx = p.begin().await?;
+            sqlx::query(
+                "UPDATE api_file_subjects SET erased_at = $2 WHERE subject_id = $1 AND erased_at IS NULL",
+            )
+            .bind(&id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            let shas: Vec<String> = sqlx::query_scalar(only_theirs)
+                .bind(&id)
+                .fetch_all(&mut *tx)
+                .await?;
+            for sha in &shas {
+                sqlx::query(
+                    "UPDATE api_files SET erased_at = $2 WHERE sha256 = $1 AND erased_at IS NULL",
+                )
+                .bind(sha)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            shas
+        });
+        Ok(shas)
     }
 }
 

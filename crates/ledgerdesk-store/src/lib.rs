@@ -111,6 +111,7 @@ mod tests {
         ("sqlite", 10, "2d38bcf565b42788"),
         ("sqlite", 20, "fc8e826016dd77e2"),
         ("sqlite", 30, "d622ac1f696ae2ac"),
+        ("sqlite", 40, "4c749260ff460ccb"),
         ("postgres", 1, "7804d3120762023b"),
         ("postgres", 2, "016a0002a021cc07"),
         ("postgres", 3, "fa081db32390d0c2"),
@@ -118,6 +119,7 @@ mod tests {
         ("postgres", 10, "373835b11a96177a"),
         ("postgres", 20, "13262687520a7ed2"),
         ("postgres", 30, "e0ce9d98308e48f2"),
+        ("postgres", 40, "aa8d0abbbfefad4f"),
     ];
 
     #[test]

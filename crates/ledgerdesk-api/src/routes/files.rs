@@ -1,6 +1,12 @@
 //! Attachments: the bytes are stored once per SHA-256 under `files.dir`
 //! (`<dir>/<first two hex>/<sha256>`), outside the event log; the
 //! `ticket.file_attached` event records name, type, size and hash.
+//!
+//! An upload is written to `tmp/` and reaches its content address only
+//! after the attachment was recorded, so a refused upload leaves nothing
+//! behind. `api_file_subjects` records whose tickets each file is attached
+//! to; erasing a subject destroys the files no held subject shares
+//! (`docs/privacy.md`), and their downloads answer 410 Gone.
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +14,7 @@ use actix_multipart::Multipart;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures::StreamExt;
-use ledgerdesk_app::input;
+use ledgerdesk_app::{input, SubjectStatus};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -49,10 +55,20 @@ struct Stored {
     content_type: String,
     size: u64,
     sha256: String,
+    tmp: TmpFile,
 }
 
-/// Write the `file` part to a temporary file while hashing, then move it to
-/// its content address.
+/// An upload not yet kept: removed when dropped, whether the request was
+/// refused, failed or cancelled half-way; a no-op once it was moved.
+struct TmpFile(PathBuf);
+
+impl Drop for TmpFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Write the `file` part to a temporary file while hashing.
 async fn store_upload(state: &AppState, mut form: Multipart) -> Result<Stored, ApiError> {
     let bad = |detail: String| ApiError::BadRequest {
         code: "invalid_upload",
@@ -84,8 +100,8 @@ async fn store_upload(state: &AppState, mut form: Multipart) -> Result<Stored, A
             .map_or_else(|| "application/octet-stream".to_string(), |m| m.to_string());
         let tmp_dir = state.files_dir.join("tmp");
         tokio::fs::create_dir_all(&tmp_dir).await.map_err(io)?;
-        let tmp = tmp_dir.join(uuid::Uuid::now_v7().to_string());
-        let mut out = tokio::fs::File::create(&tmp).await.map_err(io)?;
+        let tmp = TmpFile(tmp_dir.join(uuid::Uuid::now_v7().to_string()));
+        let mut out = tokio::fs::File::create(&tmp.0).await.map_err(io)?;
         let mut hasher = Sha256::new();
         let mut size: u64 = 0;
         let written: Result<(), ApiError> = async {
@@ -105,20 +121,8 @@ async fn store_upload(state: &AppState, mut form: Multipart) -> Result<Stored, A
         }
         .await;
         drop(out);
-        if let Err(e) = written {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(e);
-        }
+        written?;
         let sha256 = hex::encode(hasher.finalize());
-        let target = stored_path(&state.files_dir, &sha256);
-        if let Some(parent) = target.parent() {
-            tokio::fs::create_dir_all(parent).await.map_err(io)?;
-        }
-        if tokio::fs::try_exists(&target).await.unwrap_or(false) {
-            let _ = tokio::fs::remove_file(&tmp).await;
-        } else {
-            tokio::fs::rename(&tmp, &target).await.map_err(io)?;
-        }
         // The form yields the next part only once this one is dropped.
         drop(field);
         // Drain whatever parts follow.
@@ -133,9 +137,58 @@ async fn store_upload(state: &AppState, mut form: Multipart) -> Result<Stored, A
             content_type,
             size,
             sha256,
+            tmp,
         });
     }
     Err(bad("the form has no `file` part".into()))
+}
+
+/// Index the recorded upload, link it to the ticket's data subject, and
+/// move its bytes to their content address. The index and link come first,
+/// so an erasure running meanwhile sees a held subject sharing the file.
+async fn keep_upload(
+    state: &AppState,
+    stored: &Stored,
+    subject: Option<uuid::Uuid>,
+) -> Result<(), ApiError> {
+    state
+        .db
+        .insert_file(&stored.sha256, stored.size as i64, &stored.content_type)
+        .await?;
+    if let Some(subject) = subject {
+        state.db.link_file(&stored.sha256, subject).await?;
+    }
+    let target = stored_path(&state.files_dir, &stored.sha256);
+    if let Some(parent) = target.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(ApiError::internal)?;
+    }
+    if !tokio::fs::try_exists(&target).await.unwrap_or(false) {
+        tokio::fs::rename(&stored.tmp.0, &target)
+            .await
+            .map_err(ApiError::internal)?;
+    }
+    Ok(())
+}
+
+/// Destroy the files attached to `subject`'s tickets that no ticket of a
+/// held subject shares; returns how many. Safe to repeat.
+pub async fn erase_files_of(state: &AppState, subject: uuid::Uuid) -> Result<usize, ApiError> {
+    let shas = state.db.erase_files_of(subject).await?;
+    for sha in &shas {
+        // An upload of the same bytes to a held ticket since then has made
+        // the file available again: its bytes stay.
+        if state.db.file(sha).await?.is_some_and(|f| !f.erased) {
+            continue;
+        }
+        match tokio::fs::remove_file(stored_path(&state.files_dir, sha)).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ApiError::internal(e)),
+        }
+    }
+    Ok(shas.len())
 }
 
 /// Attach a file (`Ticket – File`): `multipart/form-data` with a `file` part.
@@ -175,29 +228,43 @@ pub async fn upload(
             detail: "send the file as multipart/form-data with a `file` part".into(),
         });
     }
-    if state.helpdesk.ticket(path.id).await?.is_none() {
+    let Some((ticket, _)) = state.helpdesk.ticket(path.id).await? else {
         return Err(ApiError::NotFound {
             code: "ticket_not_found",
             detail: format!("ticket {} does not exist", path.id),
         });
+    };
+    let subject = ticket.requester_subject;
+    if let Some(subject) = subject {
+        // Personal data sent about an erased subject is not kept; for the
+        // bytes of a file that means not accepting them.
+        if state.vault.status(subject).await? == SubjectStatus::Erased {
+            return Err(ApiError::unprocessable(
+                "subject_erased",
+                "file",
+                "the personal data of this ticket's requester was erased; files are no longer kept for it",
+            ));
+        }
     }
     let form = Multipart::new(req.headers(), payload);
     let stored = store_upload(&state, form).await?;
     let attachment = input::FileAttachment {
         file_id: None,
-        name: stored.name,
+        name: stored.name.clone(),
         content_type: stored.content_type.clone(),
         size: stored.size,
         sha256: stored.sha256.clone(),
     };
+    // A refusal (stale If-Match, the domain's 422) drops `stored` and with
+    // it the temporary file: nothing reaches the index or the store.
     let outcome = state
         .helpdesk
         .attach_file(&cx.actor, path.id, attachment, cx.if_match)
         .await?;
-    state
-        .db
-        .insert_file(&stored.sha256, stored.size as i64, &stored.content_type)
-        .await?;
+    if let Err(e) = keep_upload(&state, &stored, subject).await {
+        tracing::error!(sha256 = %stored.sha256, ticket = %path.id, "an attachment was recorded but its bytes were not kept");
+        return Err(e);
+    }
     Ok(command_ok(outcome))
 }
 
@@ -207,8 +274,12 @@ pub async fn upload(
     path = "/api/v1/files/{sha256}",
     tag = "files",
     params(ShaPath),
-    responses((status = 200, description = "The bytes, with the content type given at upload",
-        content_type = "*/*", body = Vec<u8>))
+    responses(
+        (status = 200, description = "The bytes, with the content type given at upload",
+            content_type = "*/*", body = Vec<u8>),
+        (status = 410, description = "Destroyed by the erasure of its ticket's requester",
+            body = crate::error::Problem, content_type = "application/problem+json"),
+    )
 )]
 pub async fn download(
     state: web::Data<AppState>,
@@ -226,6 +297,14 @@ pub async fn download(
         detail: format!("no file {sha256}"),
     };
     let row = state.db.file(&sha256).await?.ok_or_else(not_found)?;
+    if row.erased {
+        return Err(ApiError::Gone {
+            code: "file_erased",
+            detail: format!(
+                "file {sha256} was destroyed when the personal data of its ticket's requester was erased"
+            ),
+        });
+    }
     let bytes = match tokio::fs::read(stored_path(&state.files_dir, &sha256)).await {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found()),

@@ -1,7 +1,9 @@
 //! Erasure without rewriting history: `POST /admin/erasure` destroys a data
 //! subject's key (crypto-shredding). The log keeps every byte, so its hash
 //! chain and signed checkpoints still verify; every view, export and
-//! rebuild reads `[erased]` where that person's data was.
+//! rebuild reads `[erased]` where that person's data was. Files attached to
+//! their tickets are destroyed with it, unless a held subject's ticket
+//! holds the same bytes.
 
 use actix_web::{web, HttpResponse};
 use ledgerdesk_app::SubjectStatus;
@@ -11,6 +13,7 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::extract::{Cx, Json};
+use crate::routes;
 use crate::state::AppState;
 
 /// Whose personal data to erase: the data subject id (tickets show it as
@@ -45,7 +48,7 @@ pub struct ErasureResult {
     tag = "privacy",
     request_body = ErasureRequest,
     responses(
-        (status = 200, description = "The key is destroyed and the erasure recorded", body = ErasureResult),
+        (status = 200, description = "The key and the files only their tickets held are destroyed, and the erasure recorded", body = ErasureResult),
         (status = 404, description = "No personal data is filed under that subject or email", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The subject's personal data is already erased", body = crate::error::Problem, content_type = "application/problem+json"),
     )
@@ -83,6 +86,9 @@ pub async fn erase(
             })
         }
         SubjectStatus::Erased => {
+            // Finishes an erasure whose files were not all destroyed (or
+            // one made before files were erased at all).
+            routes::files::erase_files_of(&state, subject).await?;
             return Err(ApiError::Conflict {
                 code: "already_erased",
                 detail: format!("the personal data of data subject {subject} is already erased"),
@@ -97,8 +103,11 @@ pub async fn erase(
         .helpdesk
         .record_erasure(&cx.actor, cx.caller.user_id, subject)
         .await?;
+    // The files before the key: should destroying them fail, the subject
+    // is still held and a repeated request finishes both.
+    let files = routes::files::erase_files_of(&state, subject).await?;
     state.vault.erase(subject).await?;
-    tracing::info!(%subject, position = outcome.position, "personal data erased");
+    tracing::info!(%subject, position = outcome.position, files, "personal data erased");
     Ok(HttpResponse::Ok().json(ErasureResult {
         subject,
         erased: true,
