@@ -1096,6 +1096,53 @@ async fn refused_uploads_leave_no_file_behind(db: &TestDb) {
     assert_eq!(files_on_disk(&app).len(), 1);
 }
 
+/// On SQLite, a destroyed key must not linger in the database file's free
+/// space or in its write-ahead log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_erasure_leaves_no_key_bytes_in_the_files() {
+    let db = TestDb::sqlite();
+    let app = spawn_app(&db).await;
+    app.ticket(&app.admin).await;
+    let pool = match app.store.pool() {
+        ledgerdesk_store::DbPool::Sqlite(p) => p,
+        ledgerdesk_store::DbPool::Postgres(_) => unreachable!(),
+    };
+    let (subject, key): (String, String) = sqlx::query_as(
+        "SELECT k.subject_id, k.key FROM subject_keys k \
+         JOIN data_subjects d ON d.subject_id = k.subject_id WHERE d.email = $1",
+    )
+    .bind("carol@customer.example")
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let path = db.url.trim_start_matches("sqlite://").to_string();
+    let bytes = || {
+        ["", "-wal"]
+            .iter()
+            .flat_map(|suffix| std::fs::read(format!("{path}{suffix}")).unwrap_or_default())
+            .collect::<Vec<u8>>()
+    };
+    let holds = |haystack: &[u8], needle: &str| {
+        haystack
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+    };
+    assert!(holds(&bytes(), &key), "the key is not where the test looks");
+    ok_json(
+        app.post(
+            "/api/v1/admin/erasure",
+            &app.admin,
+            json!({ "subject": subject }),
+        )
+        .await,
+    )
+    .await;
+    assert!(
+        !holds(&bytes(), &key),
+        "the destroyed key is still in the database files"
+    );
+}
+
 async fn users_departments_settings_and_activity(db: &TestDb) {
     let app = spawn_app(db).await;
     let (agent_id, agent) = app.user("agent").await;

@@ -150,6 +150,19 @@ impl Vault {
             None,
         )
         .await?;
+        if let DbPool::Sqlite(p) = &self.pool {
+            // `secure_delete` zeroed the old rows in the pages, but the
+            // write-ahead log still holds earlier copies of those pages:
+            // copy it into the database and empty it. Readers in progress
+            // can keep it from finishing; the next erasure or SQLite's own
+            // checkpoints then overwrite those frames.
+            let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(p)
+                .await?;
+            if busy != 0 {
+                tracing::warn!(%subject, "the write-ahead log could not be emptied after an erasure");
+            }
+        }
         Ok(erased > 0)
     }
 
