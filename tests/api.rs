@@ -1006,7 +1006,9 @@ async fn erasure_destroys_files_only_the_subject_held(db: &TestDb) {
     let (own_sha, shared_sha) = (sha256_hex(own), sha256_hex(shared));
     let on_disk = |sha: &str| app.dir.join(&sha[..2]).join(sha).exists();
     assert!(on_disk(&own_sha) && on_disk(&shared_sha));
-    let res = app.get(&format!("/api/v1/files/{own_sha}"), &app.admin).await;
+    let res = app
+        .get(&format!("/api/v1/files/{own_sha}"), &app.admin)
+        .await;
     assert_eq!(res.bytes().await.unwrap().as_ref(), own);
 
     ok_json(
@@ -1019,7 +1021,10 @@ async fn erasure_destroys_files_only_the_subject_held(db: &TestDb) {
     )
     .await;
     // Hers alone: gone from disk, and the download says it was erased.
-    assert!(!on_disk(&own_sha), "the erased subject's file is still on disk");
+    assert!(
+        !on_disk(&own_sha),
+        "the erased subject's file is still on disk"
+    );
     let gone = problem(
         app.get(&format!("/api/v1/files/{own_sha}"), &app.admin)
             .await,
@@ -1068,7 +1073,11 @@ async fn refused_uploads_leave_no_file_behind(db: &TestDb) {
     let id = app.ticket(&app.admin).await.to_string();
     let head = app.head().await;
     // A stale If-Match: 412.
-    problem(upload(&app, &id, "a.pdf", b"stale", Some("\"7\"")).await, 412).await;
+    problem(
+        upload(&app, &id, "a.pdf", b"stale", Some("\"7\"")).await,
+        412,
+    )
+    .await;
     // A name the domain refuses: 422.
     let long = "n".repeat(300);
     problem(upload(&app, &id, &long, b"refused", None).await, 422).await;

@@ -567,7 +567,10 @@ impl LockHolder {
         match db.kind() {
             Kind::Sqlite => {
                 let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-                sqlx::query("BEGIN IMMEDIATE").execute(&mut c).await.unwrap();
+                sqlx::query("BEGIN IMMEDIATE")
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
                 LockHolder::Sqlite(c)
             }
             Kind::Postgres => {
@@ -722,7 +725,11 @@ async fn postgres_appends_survive_terminated_backends_under_load() {
                     break;
                 }
                 match store
-                    .append(&format!("load-{w}-{n}"), ExpectedVersion::NoStream, vec![ev(n)])
+                    .append(
+                        &format!("load-{w}-{n}"),
+                        ExpectedVersion::NoStream,
+                        vec![ev(n)],
+                    )
                     .await
                 {
                     Ok(done) => ok.push(done.position),
@@ -762,7 +769,10 @@ async fn postgres_appends_survive_terminated_backends_under_load() {
     let all = store.read_all(0, 100_000).await.unwrap();
     let positions: HashSet<u64> = all.iter().map(|e| e.position).collect();
     for p in &acknowledged {
-        assert!(positions.contains(p), "acknowledged position {p} is missing");
+        assert!(
+            positions.contains(p),
+            "acknowledged position {p} is missing"
+        );
     }
     assert!(verify_chain(store.as_ref()).await.unwrap().ok());
 }

@@ -126,7 +126,10 @@ pub enum ApiError {
     /// The database is unreachable, restarting or busy beyond its lock
     /// timeout: nothing was done, retry after `Retry-After` seconds. 503.
     /// The cause is logged, never sent.
-    #[error("the database is unavailable; retry in {} seconds", UNAVAILABLE_RETRY_AFTER)]
+    #[error(
+        "the database is unavailable; retry in {} seconds",
+        UNAVAILABLE_RETRY_AFTER
+    )]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Our failure: logged, never described to the client. 500.
     #[error("internal error")]
@@ -162,12 +165,12 @@ fn database_unavailable(error: &(dyn std::error::Error + 'static)) -> bool {
         if store.is_some_and(StoreError::is_unavailable) {
             return true;
         }
-        let sqlx = e
-            .downcast_ref::<sqlx::Error>()
-            .or_else(|| match e.downcast_ref::<ProjectionError>() {
-                Some(ProjectionError::Database(s)) => Some(s),
-                _ => None,
-            });
+        let sqlx =
+            e.downcast_ref::<sqlx::Error>()
+                .or_else(|| match e.downcast_ref::<ProjectionError>() {
+                    Some(ProjectionError::Database(s)) => Some(s),
+                    _ => None,
+                });
         if sqlx.is_some_and(ledgerdesk_store::is_unavailable) {
             return true;
         }
@@ -432,10 +435,16 @@ mod tests {
             assert_eq!(e.code(), "database_unavailable");
             let response = e.error_response();
             assert_eq!(
-                response.headers().get(header::RETRY_AFTER).map(|v| v.to_str().unwrap()),
+                response
+                    .headers()
+                    .get(header::RETRY_AFTER)
+                    .map(|v| v.to_str().unwrap()),
                 Some(UNAVAILABLE_RETRY_AFTER.to_string().as_str())
             );
-            assert!(!e.problem().detail.contains("pool"), "the cause is not sent");
+            assert!(
+                !e.problem().detail.contains("pool"),
+                "the cause is not sent"
+            );
         }
         // A database that answered and refused is still our 500.
         let e = ApiError::from(sqlx::Error::RowNotFound);

@@ -192,11 +192,7 @@ mod tests {
                 503,
                 "database_unavailable",
             ),
-            (
-                AppError::from(sqlx::Error::RowNotFound),
-                500,
-                "internal",
-            ),
+            (AppError::from(sqlx::Error::RowNotFound), 500, "internal"),
         ];
         for (error, status, code) in cases {
             assert_eq!(

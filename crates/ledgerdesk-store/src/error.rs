@@ -91,7 +91,8 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => {
             if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
                 let code = pg.code();
-                code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "55P03" | "57014")
+                code.starts_with("08")
+                    || matches!(code, "57P01" | "57P02" | "57P03" | "55P03" | "57014")
             } else if let Some(lite) = db.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
                 // The primary result code is the low byte of the extended one.
                 let code = lite.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);

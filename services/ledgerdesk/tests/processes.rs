@@ -385,7 +385,10 @@ async fn serve(db: &TestDb) -> Server {
         .env("LEDGERDESK__AUTH__ARGON2_MEMORY_KIB", "64")
         .env("LEDGERDESK__AUTH__ARGON2_ITERATIONS", "1")
         .env("LEDGERDESK__FILES__DIR", dir.join("files"))
-        .env("LEDGERDESK__AUDIT__SIGNING_KEY_FILE", dir.join("checkpoint.key"))
+        .env(
+            "LEDGERDESK__AUDIT__SIGNING_KEY_FILE",
+            dir.join("checkpoint.key"),
+        )
         .env("LEDGERDESK__LOG__LEVEL", "error")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -399,7 +402,11 @@ async fn serve(db: &TestDb) -> Server {
     let client = reqwest::Client::new();
     let url = format!("{}/healthz", server.base);
     wait_until("the server to listen", || async {
-        client.get(&url).send().await.is_ok_and(|r| r.status().is_success())
+        client
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
     })
     .await;
     server
@@ -473,8 +480,12 @@ async fn postgres_terminated_connections_lose_no_acknowledged_write() {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let clients: Vec<_> = (0..4)
         .map(|c| {
-            let (client, base, token, stop) =
-                (client.clone(), server.base.clone(), token.clone(), stop.clone());
+            let (client, base, token, stop) = (
+                client.clone(),
+                server.base.clone(),
+                token.clone(),
+                stop.clone(),
+            );
             tokio::spawn(async move {
                 let mut answers = Vec::new();
                 for i in 0..300 {
@@ -525,14 +536,13 @@ async fn postgres_terminated_connections_lose_no_acknowledged_write() {
     // Every acknowledged write is in the log, once, where it was reported.
     let store = db.open().await;
     let events = store.read_all(0, 1_000_000).await.unwrap();
-    let created: std::collections::HashMap<String, Vec<u64>> =
-        events
-            .iter()
-            .filter(|e| e.event_type == "ticket.created")
-            .fold(Default::default(), |mut m, e| {
-                m.entry(e.stream_id.clone()).or_default().push(e.position);
-                m
-            });
+    let created: std::collections::HashMap<String, Vec<u64>> = events
+        .iter()
+        .filter(|e| e.event_type == "ticket.created")
+        .fold(Default::default(), |mut m, e| {
+            m.entry(e.stream_id.clone()).or_default().push(e.position);
+            m
+        });
     let acknowledged: Vec<&Answer> = answers.iter().filter(|a| a.status == 201).collect();
     for a in &acknowledged {
         let stream = format!("ticket-{}", a.body["id"].as_str().unwrap());
@@ -540,7 +550,9 @@ async fn postgres_terminated_connections_lose_no_acknowledged_write() {
         let at = created.get(&stream).cloned().unwrap_or_default();
         assert_eq!(at.len(), 1, "{stream} is in the log {} times", at.len());
         assert!(
-            events.iter().any(|e| e.stream_id == stream && e.position == position),
+            events
+                .iter()
+                .any(|e| e.stream_id == stream && e.position == position),
             "{stream} was acknowledged at position {position}, which is not its own"
         );
     }

@@ -92,7 +92,7 @@ pub async fn erase(
             return Err(ApiError::Conflict {
                 code: "already_erased",
                 detail: format!("the personal data of data subject {subject} is already erased"),
-            })
+            });
         }
         SubjectStatus::Held => {}
     }
