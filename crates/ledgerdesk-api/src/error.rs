@@ -359,6 +359,18 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 impl From<AppError> for ApiError {
     fn from(e: AppError) -> Self {
         match e {
+            // Text the store cannot keep is malformed input, refused at
+            // the edge as 400 too (extract.rs); the domain's own refusal
+            // covers text that arrives outside a JSON body.
+            AppError::Rejected(refusal)
+                if refusal.code == ledgerdesk_domain::fields::CONTROL_CHARACTER =>
+            {
+                ApiError::BadRequest {
+                    code: refusal.code,
+                    field: refusal.field.map(str::to_string),
+                    detail: refusal.message,
+                }
+            }
             AppError::Rejected(refusal) => ApiError::Unprocessable {
                 code: refusal.code,
                 field: refusal.field.map(str::to_string),

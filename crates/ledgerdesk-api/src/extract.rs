@@ -9,6 +9,7 @@ use actix_web::{FromRequest, HttpMessage, HttpRequest};
 use futures::future::LocalBoxFuture;
 use futures::StreamExt;
 use ledgerdesk_app::Actor;
+use ledgerdesk_domain::fields::{self, is_refused_char};
 use serde::de::DeserializeOwned;
 
 use crate::auth::Caller;
@@ -118,6 +119,11 @@ impl<T: DeserializeOwned> FromRequest for Query<T> {
 
 /// Deserialize a query string, naming the offending parameter on failure.
 pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        if key.chars().chain(value.chars()).any(is_refused_char) {
+            return Err(control_character(printable(&key)));
+        }
+    }
     let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -150,8 +156,83 @@ fn named_in<'m>(message: &'m str, kind: &str) -> Option<&'m str> {
         .and_then(|rest| rest.split('`').nth(1))
 }
 
+/// The 400 for text holding a character no text field accepts.
+fn control_character(field: String) -> ApiError {
+    ApiError::BadRequest {
+        code: fields::CONTROL_CHARACTER,
+        detail: format!(
+            "{field} contains a control character (only tab, line feed and carriage return are allowed)"
+        ),
+        field: Some(field),
+    }
+}
+
+/// A key as it may appear in a problem: its refused characters replaced.
+fn printable(key: &str) -> String {
+    key.chars()
+        .map(|c| if is_refused_char(c) { '\u{fffd}' } else { c })
+        .collect()
+}
+
+/// Refuses the first string (or object key) in `value` holding a character
+/// of [`is_refused_char`], naming its path the way serde_path_to_error
+/// does (`requester.name`, `tags[1]`).
+///
+/// This is the edge check for text, and it sits here rather than in each
+/// input type because every JSON body of every command passes this
+/// extractor: a field added tomorrow, a nested one, or free-form JSON (a
+/// setting's value) cannot escape it, and only here is the client's own
+/// path known. The domain's field rules refuse the same characters
+/// (`fields::plain`) for text that arrives another way (an upload's file
+/// name, the audit query language).
+fn refuse_control_characters(value: &serde_json::Value, path: &str) -> Result<(), ApiError> {
+    use serde_json::Value;
+    let join = |key: &str| {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match value {
+        Value::String(s) if s.chars().any(is_refused_char) => {
+            Err(control_character(if path.is_empty() {
+                ".".into()
+            } else {
+                path.into()
+            }))
+        }
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, v)| refuse_control_characters(v, &format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().try_for_each(|(key, v)| {
+            let here = join(&printable(key));
+            if key.chars().any(is_refused_char) {
+                return Err(control_character(here));
+            }
+            refuse_control_characters(v, &here)
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Deserialize, naming the offending field on failure.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let parsed = parse_typed(body)?;
+    // Typed first, so a body of the wrong shape keeps its own message; the
+    // text is then walked as a whole, which the typed value cannot be.
+    let tree: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::BadRequest {
+            code: "malformed_json",
+            field: None,
+            detail: format!("the body is not valid JSON: {e}"),
+        })?;
+    refuse_control_characters(&tree, "")?;
+    Ok(parsed)
+}
+
+fn parse_typed<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de);
     if value.is_ok() {
@@ -360,6 +441,44 @@ mod tests {
         }
         let p = parse_query::<Window>("limit=x").unwrap_err().problem();
         assert!(p.detail.starts_with("limit: "), "{}", p.detail);
+    }
+
+    #[test]
+    fn control_characters_are_refused_naming_the_path() {
+        for (body, field) in [
+            (
+                r#"{"subject": "a\u0000b", "requester": {"email": "a"}}"#,
+                "subject",
+            ),
+            (
+                r#"{"subject": "a", "requester": {"email": "\u001b[31m"}}"#,
+                "requester.email",
+            ),
+            (
+                r#"{"subject": "a\u007f", "requester": {"email": "a"}}"#,
+                "subject",
+            ),
+        ] {
+            assert_eq!(
+                field_of(body),
+                ("control_character".into(), Some(field.into())),
+                "{body}"
+            );
+        }
+        let tree = serde_json::json!({"value": {"list": ["ok", "no\u{1}"]}});
+        let p = refuse_control_characters(&tree, "").unwrap_err().problem();
+        assert_eq!(p.field.as_deref(), Some("value.list[1]"));
+        assert!(parse_json::<Outer>(
+            br#"{"subject": "tab\tnew\nline\r", "requester": {"email": "a"}}"#
+        )
+        .is_ok());
+        let p = parse_query::<Window>("limit=5&since=%00")
+            .unwrap_err()
+            .problem();
+        assert_eq!(
+            (p.code.as_str(), p.field.as_deref()),
+            ("control_character", Some("since"))
+        );
     }
 
     #[test]

@@ -82,6 +82,12 @@ pub enum FieldError {
         /// What is accepted.
         expected: &'static [&'static str],
     },
+    /// Holds a character no text field accepts (see [`is_refused_char`]).
+    #[error("{field} contains a control character (only tab, line feed and carriage return are allowed)")]
+    ControlCharacter {
+        /// The offending field.
+        field: &'static str,
+    },
     /// Present but malformed.
     #[error("{field} {problem}")]
     Malformed {
@@ -100,6 +106,7 @@ impl FieldError {
             FieldError::TooLong { .. } => "field_too_long",
             FieldError::TooMany { .. } => "too_many",
             FieldError::Unknown { .. } => "unknown_value",
+            FieldError::ControlCharacter { .. } => CONTROL_CHARACTER,
             FieldError::Malformed { .. } => "field_malformed",
         }
     }
@@ -111,14 +118,55 @@ impl FieldError {
             | FieldError::TooLong { field, .. }
             | FieldError::TooMany { field, .. }
             | FieldError::Unknown { field, .. }
+            | FieldError::ControlCharacter { field }
             | FieldError::Malformed { field, .. } => field,
         }
+    }
+}
+
+/// The code of [`FieldError::ControlCharacter`]: malformed input rather than
+/// a business refusal, so the API answers it 400 like its own edge check.
+pub const CONTROL_CHARACTER: &str = "control_character";
+
+/// Whether no text field accepts `c`: the C0 controls except tab, line feed
+/// and carriage return, and DEL. NUL cannot be stored in a PostgreSQL
+/// `TEXT` at all, and the others have no meaning in a helpdesk's text but
+/// can hide content from a reader or break exports; C1 controls and
+/// everything above are kept (lone surrogates cannot occur in a Rust
+/// string, so the JSON parser already refuses them).
+pub fn is_refused_char(c: char) -> bool {
+    (c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || c == '\u{7f}'
+}
+
+/// Refuses `value` when it holds a character of [`is_refused_char`].
+pub fn plain(field: &'static str, value: &str) -> Result<(), FieldError> {
+    if value.chars().any(is_refused_char) {
+        return Err(FieldError::ControlCharacter { field });
+    }
+    Ok(())
+}
+
+/// Refuses every string inside a JSON value (keys included) that
+/// [`plain`] refuses: settings values are free-form JSON.
+pub fn plain_json(field: &'static str, value: &serde_json::Value) -> Result<(), FieldError> {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => plain(field, s),
+        Value::Array(items) => items.iter().try_for_each(|v| plain_json(field, v)),
+        Value::Object(map) => map
+            .iter()
+            .try_for_each(|(k, v)| plain(field, k).and_then(|()| plain_json(field, v))),
+        Value::Null | Value::Bool(_) | Value::Number(_) => Ok(()),
     }
 }
 
 /// Refuses text that is empty after trimming or longer than `max` chars and
 /// returns it trimmed: for one-line fields (subjects, names).
 pub fn line(field: &'static str, value: &str, max: usize) -> Result<String, FieldError> {
+    // Checked before trimming: trim() would quietly drop a vertical tab or
+    // form feed at either end, and the rule should not depend on where a
+    // character sits.
+    plain(field, value)?;
     let trimmed = value.trim();
     check_len(field, trimmed, max)?;
     Ok(trimmed.to_string())
@@ -126,6 +174,7 @@ pub fn line(field: &'static str, value: &str, max: usize) -> Result<String, Fiel
 
 /// Like [`line()`] but keeps the text as given: bodies keep their layout.
 pub fn text(field: &'static str, value: &str, max: usize) -> Result<String, FieldError> {
+    plain(field, value)?;
     check_len(field, value.trim(), max)?;
     if value.chars().count() > max {
         return Err(FieldError::TooLong { field, max });
@@ -146,6 +195,7 @@ pub fn optional_text(
 }
 
 fn check_len(field: &'static str, trimmed: &str, max: usize) -> Result<(), FieldError> {
+    plain(field, trimmed)?;
     if trimmed.is_empty() {
         return Err(FieldError::Empty { field });
     }
@@ -270,6 +320,27 @@ mod tests {
     fn text_keeps_layout_but_counts_everything() {
         assert_eq!(text("body", " a\n", 3).unwrap(), " a\n");
         assert!(text("body", "  a  ", 3).is_err());
+    }
+
+    #[test]
+    fn control_characters_are_refused_everywhere_but_layout() {
+        for bad in ["a\u{0}b", "\u{1}", "x\u{1f}", "x\u{7f}", "\u{b}x", "x\u{c}"] {
+            assert_eq!(
+                line("subject", bad, 50),
+                Err(FieldError::ControlCharacter { field: "subject" }),
+                "{bad:?}"
+            );
+            assert!(text("body", bad, 50).is_err(), "{bad:?}");
+            assert_eq!(
+                email("to", &format!("a{bad}@b.co")).unwrap_err().code(),
+                CONTROL_CHARACTER
+            );
+        }
+        assert_eq!(text("body", "a\tb\r\nc", 50).unwrap(), "a\tb\r\nc");
+        assert!(line("name", "Zoë \u{85} ok", 50).is_ok());
+        let value = serde_json::json!({"a": ["ok", {"b\u{0}": 1}]});
+        assert!(plain_json("value", &value).is_err());
+        assert!(plain_json("value", &serde_json::json!({"a": ["ok\n"]})).is_ok());
     }
 
     #[test]

@@ -133,6 +133,7 @@ impl Aggregate for Settings {
                     }
                     .into());
                 }
+                fields::plain_json("value", value)?;
                 if value.to_string().len() > limits::SETTING_VALUE_MAX_BYTES {
                     return Err(FieldError::TooLong {
                         field: "value",

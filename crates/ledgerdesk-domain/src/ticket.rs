@@ -115,6 +115,7 @@ impl Status {
 
 /// Normalises one tag: trimmed, lowercased, inner whitespace runs to `-`.
 pub fn normalise_tag(tag: &str) -> Result<String, FieldError> {
+    fields::plain("tags", tag)?;
     let normal = tag
         .split_whitespace()
         .collect::<Vec<_>>()

@@ -633,6 +633,7 @@ impl Aggregate for User {
             }
             C::RecordAuditAccess { query, format } => {
                 let user_id = self.acting()?;
+                fields::plain("query", query)?;
                 let query = query.trim().to_string();
                 if query.chars().count() > limits::AUDIT_QUERY_MAX {
                     return Err(FieldError::TooLong {
