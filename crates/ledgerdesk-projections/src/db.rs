@@ -143,13 +143,33 @@ impl From<Option<DateTime<Utc>>> for Arg {
     }
 }
 
+/// Text as a read model keeps it: NUL becomes U+FFFD (the replacement
+/// character).
+///
+/// A PostgreSQL `TEXT` cannot hold NUL, yet a log may: JSON escapes it
+/// (`\u0000`), and logs written before the API refused it exist. A
+/// projection must store every valid event, so every text bound by this
+/// layer (values written and values searched for alike) goes through here,
+/// on both backends so that they answer the same. The log keeps the
+/// original; read models are derived and lose only what they cannot hold.
+/// Other control characters are valid `TEXT` and are kept, and no read
+/// model has a `jsonb` column (JSON is kept as text, where `\u0000` is six
+/// plain characters).
+pub fn storable(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{fffd}")
+    } else {
+        text
+    }
+}
+
 macro_rules! bind_args {
     ($query:expr, $args:expr) => {{
         let mut q = $query;
         for arg in $args {
             q = match arg {
                 Arg::Int(v) => q.bind(v),
-                Arg::Text(v) => q.bind(v),
+                Arg::Text(v) => q.bind(v.map(storable)),
                 Arg::Real(v) => q.bind(v),
                 Arg::Bool(v) => q.bind(v),
             };
