@@ -6,6 +6,7 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use ledgerdesk_projections::{ProjectionHealth, WorkerState};
 use tokio::sync::watch;
 
 /// Histogram bucket bounds in seconds.
@@ -122,6 +123,44 @@ impl Metrics {
     }
 }
 
+/// The projections' metrics, appended to [`Metrics::render`]'s text:
+/// failures counted per projection (each time one is marked failed in this
+/// process), whether it is failed now, and the position it has reached.
+pub fn render_projections(out: &mut String, projections: &[ProjectionHealth]) {
+    out.push_str("# HELP ledgerdesk_projection_failures_total Times a projection was marked failed (an event it could not apply) since this process started.\n");
+    out.push_str("# TYPE ledgerdesk_projection_failures_total counter\n");
+    for p in projections {
+        let _ = writeln!(
+            out,
+            "ledgerdesk_projection_failures_total{{projection=\"{}\"}} {}",
+            escape(p.name),
+            p.failures_total
+        );
+    }
+    out.push_str("# HELP ledgerdesk_projection_failed Whether the projection's worker in this process is failed (1) or not (0).\n");
+    out.push_str("# TYPE ledgerdesk_projection_failed gauge\n");
+    for p in projections {
+        let _ = writeln!(
+            out,
+            "ledgerdesk_projection_failed{{projection=\"{}\"}} {}",
+            escape(p.name),
+            u8::from(p.state == WorkerState::Failed)
+        );
+    }
+    out.push_str(
+        "# HELP ledgerdesk_projection_position The log position the projection has reached.\n",
+    );
+    out.push_str("# TYPE ledgerdesk_projection_position gauge\n");
+    for p in projections {
+        let _ = writeln!(
+            out,
+            "ledgerdesk_projection_position{{projection=\"{}\"}} {}",
+            escape(p.name),
+            p.position
+        );
+    }
+}
+
 fn escape(label: &str) -> String {
     label
         .replace('\\', "\\\\")
@@ -146,5 +185,22 @@ mod tests {
         assert!(text.contains("le=\"0.005\"} 1"));
         assert!(text.contains("le=\"0.0025\"} 0"));
         assert!(text.contains("ledgerdesk_events_appended_total 5"));
+    }
+
+    #[test]
+    fn renders_projection_failures_and_state() {
+        let mut text = String::new();
+        render_projections(
+            &mut text,
+            &[ProjectionHealth {
+                name: "tickets",
+                position: 7,
+                state: WorkerState::Failed,
+                failures_total: 2,
+            }],
+        );
+        assert!(text.contains("ledgerdesk_projection_failures_total{projection=\"tickets\"} 2"));
+        assert!(text.contains("ledgerdesk_projection_failed{projection=\"tickets\"} 1"));
+        assert!(text.contains("ledgerdesk_projection_position{projection=\"tickets\"} 7"));
     }
 }

@@ -30,8 +30,8 @@ pub mod tickets;
 pub use async_trait::async_trait;
 pub use error::ProjectionError;
 pub use runner::{
-    build_as_of, build_as_of_time, open_as_of, Event, Names, Projection, ProjectionStatus,
-    Projector, WorkerState,
+    build_as_of, build_as_of_time, open_as_of, Event, Names, Projection, ProjectionFailure,
+    ProjectionHealth, ProjectionStatus, Projector, WorkerState,
 };
 
 use serde::Serialize;

@@ -29,7 +29,7 @@ use sqlx::Connection;
 use tokio::sync::watch;
 
 use crate::db::{self, Arg, DbRow, Dialect, Record, Tx};
-use crate::schema::{Table, CHECKPOINTS};
+use crate::schema::{Table, CHECKPOINTS, FAILURES};
 use crate::ProjectionError;
 
 /// Events per page (and per transaction).
@@ -37,6 +37,20 @@ pub const DEFAULT_PAGE_SIZE: usize = 2_000;
 /// How often an idle worker looks at the log without a wake-up, and how
 /// often a worker without the lease retries.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Attempts at one position before a projection is marked failed; the
+/// waits between them double from [`FIRST_BACKOFF`] (0.2 + 0.4 + 0.8 +
+/// 1.6 s), long enough to ride out a connection blip.
+pub const MAX_ATTEMPTS: u32 = 5;
+/// The first wait after a failed page.
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// How often a failed projection tries again: a fix to the database (a
+/// table repaired, space freed) then takes effect without a restart, and
+/// a fix to the code takes effect with the restart that deploys it.
+pub const FAILED_RETRY_INTERVAL: Duration = Duration::from_secs(30);
+/// How often [`Projector::wait_until`] re-reads the checkpoint while
+/// another process's worker holds the projection (its progress does not
+/// reach this process's watch).
+const RECHECK_INTERVAL: Duration = Duration::from_millis(250);
 
 /// One event of the log, decoded once per page for a projection.
 #[derive(Debug, Clone)]
@@ -168,6 +182,47 @@ pub enum WorkerState {
     Idle,
     /// A rebuild into shadow tables is in progress.
     Rebuilding,
+    /// Stopped on an event it could not apply after [`MAX_ATTEMPTS`];
+    /// retried every [`FAILED_RETRY_INTERVAL`], reset by a rebuild.
+    Failed,
+}
+
+/// Why a projection is failed: the event it cannot apply and the error.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProjectionFailure {
+    /// The log position of the event it cannot apply.
+    pub position: u64,
+    /// The error, as the database or the projection gave it.
+    pub error: String,
+    /// When it was marked failed.
+    pub failed_at: Option<DateTime<Utc>>,
+}
+
+impl Record for (String, ProjectionFailure) {
+    fn read(row: &dyn DbRow) -> Result<Self, sqlx::Error> {
+        Ok((
+            row.text("name")?.unwrap_or_default(),
+            ProjectionFailure {
+                position: row.int0("position")?.max(0) as u64,
+                error: row.text("error")?.unwrap_or_default(),
+                failed_at: row.time("failed_at")?,
+            },
+        ))
+    }
+}
+
+/// What this process knows of a projection without asking the database,
+/// for metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectionHealth {
+    /// The projection.
+    pub name: &'static str,
+    /// The last position this process saw it reach.
+    pub position: u64,
+    /// Its worker's state in this process.
+    pub state: WorkerState,
+    /// How often it was marked failed since this process started.
+    pub failures_total: u64,
 }
 
 /// Where a projection stands.
@@ -187,6 +242,9 @@ pub struct ProjectionStatus {
     pub state: WorkerState,
     /// When the checkpoint last moved.
     pub updated_at: Option<DateTime<Utc>>,
+    /// Why it is `failed`, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<ProjectionFailure>,
 }
 
 struct Inner {
@@ -194,6 +252,11 @@ struct Inner {
     projections: Vec<Arc<dyn Projection>>,
     page_size: usize,
     states: Mutex<HashMap<&'static str, WorkerState>>,
+    /// Each projection's position as this process last saw it: published
+    /// by the workers (and every checkpoint read), so that a read waiting
+    /// for its own write wakes on the projection's progress.
+    positions: HashMap<&'static str, watch::Sender<u64>>,
+    failures_total: Mutex<HashMap<&'static str, u64>>,
 }
 
 /// Runs projections against one store: background workers, catch-up,
@@ -246,12 +309,18 @@ impl Projector {
             .iter()
             .map(|p| (p.name(), WorkerState::Stopped))
             .collect();
+        let positions = projections
+            .iter()
+            .map(|p| (p.name(), watch::channel(0).0))
+            .collect();
         Projector {
             inner: Arc::new(Inner {
                 store,
                 projections,
                 page_size: DEFAULT_PAGE_SIZE,
                 states: Mutex::new(states),
+                positions,
+                failures_total: Mutex::default(),
             }),
         }
     }
@@ -263,6 +332,12 @@ impl Projector {
             projections: arc.projections.clone(),
             page_size: arc.page_size,
             states: Mutex::new(arc.states.lock().map(|s| s.clone()).unwrap_or_default()),
+            positions: arc
+                .positions
+                .iter()
+                .map(|(name, tx)| (*name, watch::channel(*tx.borrow()).0))
+                .collect(),
+            failures_total: Mutex::default(),
         });
         Projector {
             inner: Arc::new(Inner {
@@ -310,8 +385,136 @@ impl Projector {
             .unwrap_or(WorkerState::Stopped)
     }
 
+    /// Tell waiters `name` has reached `position` (positions only grow).
+    fn publish(&self, name: &str, position: u64) {
+        if let Some(tx) = self.inner.positions.get(name) {
+            tx.send_if_modified(|p| {
+                let grew = position > *p;
+                *p = (*p).max(position);
+                grew
+            });
+        }
+    }
+
+    /// The position of projection `name`, read from its checkpoint.
+    pub async fn position(&self, name: &str) -> Result<u64, ProjectionError> {
+        self.projection(name)?;
+        let rows: Vec<Checkpoint> = db::fetch(
+            &self.pool(),
+            "SELECT position, event_time, updated_at FROM projection_checkpoints WHERE name = $1",
+            vec![name.into()],
+        )
+        .await?;
+        let position = rows.first().map_or(0, |c| c.position);
+        self.publish(name, position);
+        Ok(position)
+    }
+
+    /// Wait until projection `name` has reached `position`, at most
+    /// `timeout`; where it stands then (below `position` on a timeout).
+    ///
+    /// Wakes on the worker's own progress (a watch it publishes after each
+    /// page), so a read that follows a write answers as soon as the page
+    /// holding the write commits. When this process's worker does not hold
+    /// the projection (another process does, on PostgreSQL), the
+    /// checkpoint is re-read every 250 ms instead.
+    pub async fn wait_until(
+        &self,
+        name: &str,
+        position: u64,
+        timeout: Duration,
+    ) -> Result<u64, ProjectionError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut seen = self
+            .inner
+            .positions
+            .get(name)
+            .ok_or_else(|| ProjectionError::UnknownProjection(name.to_owned()))?
+            .subscribe();
+        let mut reached = self.position(name).await?;
+        loop {
+            reached = reached.max(*seen.borrow_and_update());
+            let now = tokio::time::Instant::now();
+            if reached >= position || now >= deadline {
+                return Ok(reached);
+            }
+            let local = matches!(self.state(name), WorkerState::Running | WorkerState::Idle);
+            let nap = if local {
+                deadline - now
+            } else {
+                (deadline - now).min(RECHECK_INTERVAL)
+            };
+            match tokio::time::timeout(nap, seen.changed()).await {
+                Ok(_) => {}
+                Err(_) if !local => reached = self.position(name).await?,
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Every failed projection, from the database (so across processes).
+    pub async fn failures(&self) -> Result<Vec<(String, ProjectionFailure)>, ProjectionError> {
+        Ok(db::fetch(
+            &self.pool(),
+            "SELECT name, position, error, failed_at FROM projection_failures ORDER BY name",
+            vec![],
+        )
+        .await?)
+    }
+
+    /// Position, state and failure count of each projection as this
+    /// process knows them, without a query (for metrics).
+    pub fn health(&self) -> Vec<ProjectionHealth> {
+        let totals = self
+            .inner
+            .failures_total
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_default();
+        self.inner
+            .projections
+            .iter()
+            .map(|p| ProjectionHealth {
+                name: p.name(),
+                position: self
+                    .inner
+                    .positions
+                    .get(p.name())
+                    .map_or(0, |tx| *tx.borrow()),
+                state: self.state(p.name()),
+                failures_total: totals.get(p.name()).copied().unwrap_or(0),
+            })
+            .collect()
+    }
+
+    /// Mark `name` failed at `position` in the database, where every
+    /// process sees it; `failed_at` keeps the first time.
+    async fn record_failure(&self, name: &'static str, position: u64, error: &str) {
+        let written = db::execute(
+            &self.pool(),
+            "INSERT INTO projection_failures (name, position, error, failed_at) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (name) DO UPDATE SET position = excluded.position, error = excluded.error",
+            vec![name.into(), position.into(), error.into(), now_us().into()],
+        )
+        .await;
+        if let Err(e) = written {
+            tracing::error!(projection = name, error = %e, "cannot record the projection's failure");
+        }
+    }
+
+    async fn clear_failure(&self, name: &str) -> Result<(), sqlx::Error> {
+        db::execute(
+            &self.pool(),
+            "DELETE FROM projection_failures WHERE name = $1",
+            vec![name.into()],
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Create the checkpoint rows, and any table the migration did not
-    /// create (custom projections). Idempotent.
+    /// create (custom projections, the failures table). Idempotent.
     pub async fn ensure_schema(&self) -> Result<(), ProjectionError> {
         let pool = self.pool();
         let dialect = Dialect::of(&pool);
@@ -320,6 +523,7 @@ impl Projector {
             .projections
             .iter()
             .flat_map(|p| p.tables().iter().copied())
+            .chain(std::iter::once(FAILURES))
             .collect();
         let names = self.names();
         let mut tx = db::begin_write(&pool).await?;
@@ -356,11 +560,13 @@ impl Projector {
             vec![name.into()],
         )
         .await?;
-        Ok(rows.into_iter().next().unwrap_or(Checkpoint {
+        let cp = rows.into_iter().next().unwrap_or(Checkpoint {
             position: 0,
             event_time: None,
             updated_at: None,
-        }))
+        });
+        self.publish(name, cp.position);
+        Ok(cp)
     }
 
     /// Read the page after `from` and apply it to `names`. With
@@ -439,6 +645,7 @@ impl Projector {
                     done += n as u64;
                     position = to;
                     pages += 1;
+                    self.publish(name, to);
                 }
                 (Step::Moved, _) => position = self.checkpoint(name).await?.position,
             }
@@ -459,9 +666,12 @@ impl Projector {
     /// Where each projection stands.
     pub async fn status(&self) -> Result<Vec<ProjectionStatus>, ProjectionError> {
         let head = self.inner.store.head().await?;
+        let mut failures: HashMap<String, ProjectionFailure> =
+            self.failures().await?.into_iter().collect();
         let mut out = Vec::new();
         for p in &self.inner.projections {
             let cp = self.checkpoint(p.name()).await?;
+            let failure = failures.remove(p.name());
             let lag_seconds = match (head.recorded_at, cp.position < head.position) {
                 (Some(h), true) => {
                     let from = cp.event_time.unwrap_or(0);
@@ -475,8 +685,15 @@ impl Projector {
                 head: head.position,
                 lag_events: head.position.saturating_sub(cp.position),
                 lag_seconds,
-                state: self.state(p.name()),
+                // The recorded failure wins over this process's view: the
+                // worker that failed may run in another process.
+                state: if failure.is_some() {
+                    WorkerState::Failed
+                } else {
+                    self.state(p.name())
+                },
                 updated_at: cp.updated_at.and_then(DateTime::from_timestamp_micros),
+                failure,
             });
         }
         Ok(out)
@@ -539,6 +756,15 @@ impl Projector {
             }
             tracing::info!(projection = name, "projection worker holds the lease");
             let mut position = None;
+            // Consecutive failures at one position: (position, attempts).
+            let mut failing: Option<(u64, u32)> = None;
+            // After a failed page, events up to here go one per page, so
+            // the events before the bad one are applied and the failure
+            // names the bad one's position.
+            let mut single_until = 0;
+            // A failure recorded before this worker took the lease (by an
+            // earlier process) is cleared by its first page that applies.
+            let mut recorded_failure = true;
             loop {
                 if *stop.borrow() {
                     break 'outer;
@@ -559,17 +785,40 @@ impl Projector {
                         }
                     },
                 };
-                if self.state(name) != WorkerState::Rebuilding {
+                if !matches!(
+                    self.state(name),
+                    WorkerState::Rebuilding | WorkerState::Failed
+                ) {
                     self.set_state(name, WorkerState::Running);
                 }
+                let until = (from < single_until).then_some(from + 1);
                 match self
-                    .step(&*p, &pool, &Names::LIVE, from, None, true)
+                    .step(&*p, &pool, &Names::LIVE, from, until, true)
                     .boxed()
                     .await
                 {
                     Ok((Step::Applied(n), to)) => {
                         position = Some(to);
-                        if n < self.inner.page_size {
+                        self.publish(name, to);
+                        if failing.take().is_some() || std::mem::take(&mut recorded_failure) {
+                            if let Err(e) = self.clear_failure(name).boxed().await {
+                                tracing::warn!(projection = name, error = %e, "cannot clear the projection's failure");
+                            }
+                            if self.state(name) == WorkerState::Failed {
+                                tracing::info!(
+                                    projection = name,
+                                    position = to,
+                                    "projection recovered"
+                                );
+                                self.set_state(name, WorkerState::Running);
+                            }
+                        }
+                        let full = if until.is_some() {
+                            1
+                        } else {
+                            self.inner.page_size
+                        };
+                        if n < full {
                             if self.state(name) != WorkerState::Rebuilding {
                                 self.set_state(name, WorkerState::Idle);
                             }
@@ -583,9 +832,33 @@ impl Projector {
                     }
                     Ok((Step::Moved, _)) => position = None,
                     Err(e) => {
-                        tracing::warn!(projection = name, error = %e, "projection page failed; retrying");
                         position = None;
-                        wait(&mut stop, None, POLL_INTERVAL).boxed().await;
+                        let attempts = match failing {
+                            Some((at, n)) if at == from => n + 1,
+                            _ => 1,
+                        };
+                        failing = Some((from, attempts));
+                        single_until = single_until.max(from + self.inner.page_size as u64);
+                        let pause = if attempts < MAX_ATTEMPTS {
+                            tracing::warn!(projection = name, position = from + 1, attempts, error = %e, "projection page failed; retrying");
+                            FIRST_BACKOFF * 2u32.pow(attempts - 1)
+                        } else {
+                            // Loudly, and where every process sees it; the
+                            // events after it wait, the other projections
+                            // carry on.
+                            tracing::error!(projection = name, position = from + 1, attempts, error = %e, "projection failed: it cannot apply this event");
+                            if self.state(name) != WorkerState::Failed {
+                                if let Ok(mut totals) = self.inner.failures_total.lock() {
+                                    *totals.entry(name).or_default() += 1;
+                                }
+                                self.set_state(name, WorkerState::Failed);
+                            }
+                            self.record_failure(name, from + 1, &error_chain(&e))
+                                .boxed()
+                                .await;
+                            FAILED_RETRY_INTERVAL
+                        };
+                        wait(&mut stop, None, pause).boxed().await;
                     }
                 }
             }
@@ -618,10 +891,12 @@ impl Projector {
         let result = self.rebuild_inner(&*p, &pool, dialect, &progress).await;
         self.set_state(
             p.name(),
-            if previous == WorkerState::Rebuilding {
-                WorkerState::Stopped
-            } else {
-                previous
+            match previous {
+                WorkerState::Rebuilding => WorkerState::Stopped,
+                // A rebuild resets a failure; the worker's next page says
+                // how it fares on the rebuilt tables.
+                WorkerState::Failed if result.is_ok() => WorkerState::Running,
+                other => other,
             },
         );
         lock.release().await;
@@ -696,7 +971,13 @@ impl Projector {
             ))
             .await?;
         }
+        tx.execute(
+            "DELETE FROM projection_failures WHERE name = $1",
+            vec![p.name().into()],
+        )
+        .await?;
         tx.commit().await?;
+        self.publish(p.name(), position);
         tracing::info!(
             projection = p.name(),
             position,
@@ -813,6 +1094,21 @@ async fn table_exists(tx: &mut Tx, name: String) -> Result<bool, sqlx::Error> {
     };
     let rows: Vec<Count> = tx.fetch(sql, vec![Arg::from(name)]).await?;
     Ok(rows.first().is_some_and(|c| c.0 > 0))
+}
+
+/// `error: cause: cause …`: the whole story, for the failure record.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Wait for `stop`, a head change (if given) or `timeout`, whichever first.

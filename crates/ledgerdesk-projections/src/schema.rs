@@ -47,6 +47,24 @@ impl Table {
     }
 }
 
+/// A projection that stopped on an event it could not apply: one row per
+/// failed projection, deleted when a page applies again or a rebuild swaps
+/// in. Kept in the database, not only in the worker's memory, so that every
+/// process (`ledgerdesk projections status`, other servers' `/readyz`)
+/// sees it. Operational state rather than a read model: created by
+/// [`Projector::ensure_schema`](crate::Projector::ensure_schema) if absent,
+/// outside the read-model migration, and never dropped by an upgrade.
+pub const FAILURES: Table = Table {
+    name: "projection_failures",
+    columns: "
+    name       TEXT PRIMARY KEY,   -- the projection
+    position   {int} NOT NULL,     -- the log position it cannot apply
+    error      TEXT NOT NULL,      -- why, as the database or projection said it
+    failed_at  {int} NOT NULL      -- when it was first marked failed (µs)
+",
+    indexes: &[],
+};
+
 /// Where each projection stands.
 pub const CHECKPOINTS: Table = Table {
     name: "projection_checkpoints",

@@ -406,11 +406,32 @@ async fn projections(settings: &Settings, command: ProjectionsCommand) -> anyhow
                 "{:<10} {:>10} {:>10} {:>10} {:>10}  state",
                 "name", "position", "head", "lag", "lag s"
             );
-            for s in projector.status().await? {
+            let statuses = projector.status().await?;
+            for s in &statuses {
                 println!(
                     "{:<10} {:>10} {:>10} {:>10} {:>10.1}  {:?}",
                     s.name, s.position, s.head, s.lag_events, s.lag_seconds, s.state
                 );
+            }
+            // A failed projection says where and why, and exits non-zero so
+            // a script or a check notices.
+            let mut failed = false;
+            for s in &statuses {
+                if let Some(f) = &s.failure {
+                    failed = true;
+                    println!(
+                        "\n{} failed at position {}: {}\n  fix the cause; the worker retries every {} s, \
+                         or run `ledgerdesk projections rebuild {}`",
+                        s.name,
+                        f.position,
+                        f.error,
+                        ledgerdesk_projections::runner::FAILED_RETRY_INTERVAL.as_secs(),
+                        s.name
+                    );
+                }
+            }
+            if failed {
+                return Ok(ExitCode::FAILURE);
             }
         }
         ProjectionsCommand::Rebuild { name } => {

@@ -3,8 +3,6 @@
 //! position a command returned) to read its own writes: the handler waits,
 //! up to `projections.max_wait_ms`, for the projection to get there.
 
-use std::time::{Duration, Instant};
-
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use ledgerdesk_projections::{reports, tickets, ProjectionError};
@@ -75,27 +73,22 @@ pub struct TicketPage {
 
 /// Wait until `projection` has reached `min_position`; a timeout is not an
 /// error, the answer then says where the projection stood (`position`).
+/// The wait wakes on the projection's own progress
+/// ([`Projector::wait_until`](ledgerdesk_projections::Projector::wait_until)).
 pub(crate) async fn reached(
     state: &AppState,
     projection: &str,
     min_position: Option<u64>,
 ) -> Result<u64, ApiError> {
-    let deadline = Instant::now() + state.projection_wait;
-    loop {
-        let position = state
-            .projector
-            .status()
-            .await?
-            .into_iter()
-            .find(|s| s.name == projection)
-            .map_or(0, |s| s.position);
-        match min_position {
-            Some(min) if position < min && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            _ => return Ok(position),
+    Ok(match min_position {
+        Some(min) => {
+            state
+                .projector
+                .wait_until(projection, min, state.projection_wait)
+                .await?
         }
-    }
+        None => state.projector.position(projection).await?,
+    })
 }
 
 /// List tickets from the tickets projection.
