@@ -31,6 +31,8 @@ backend_tests!(
     a_saturated_verifier_answers_503_and_counts_no_failure,
     throttled_logins_add_a_bounded_number_of_events,
     answers_with_a_token_are_not_cached,
+    control_characters_are_refused_in_every_text_field,
+    a_failed_projection_degrades_readiness_and_the_others_carry_on,
 );
 
 async fn logging_in_and_out_is_recorded(db: &TestDb) {
@@ -1384,4 +1386,349 @@ async fn ticket_list_and_reports_come_from_projections(db: &TestDb) {
         404,
     )
     .await;
+}
+
+/// The characters no text field takes, each as JSON would carry it.
+const REFUSED: [&str; 5] = ["\\u0000", "\\u0001", "\\u001b", "\\u000b", "\\u007f"];
+
+/// Every text field of the main commands, with each refused character:
+/// 400 `control_character` naming the field, and nothing written.
+async fn control_characters_are_refused_in_every_text_field(db: &TestDb) {
+    let app = spawn_app(db).await;
+    let t = app.ticket(&app.admin).await;
+    let (user, _) = app.user("agent").await;
+    let dept = ok_json(
+        app.post(
+            "/api/v1/departments",
+            &app.admin,
+            json!({"name": "Billing"}),
+        )
+        .await,
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tp = |action: &str| format!("/api/v1/tickets/{t}/{action}");
+    // (method, path, body with X where the bad text goes, the field named)
+    let cases: Vec<(Method, String, &str, &str)> = vec![
+        (
+            Method::POST,
+            "/api/v1/tickets".into(),
+            r#"{"subject": "a X b", "body": "b", "channel": "email", "requester": {"name": "C"}}"#,
+            "subject",
+        ),
+        (
+            Method::POST,
+            "/api/v1/tickets".into(),
+            r#"{"subject": "s", "body": "a X", "channel": "email", "requester": {"name": "C"}}"#,
+            "body",
+        ),
+        (
+            Method::POST,
+            "/api/v1/tickets".into(),
+            r#"{"subject": "s", "body": "b", "channel": "email", "requester": {"name": "X"}}"#,
+            "requester.name",
+        ),
+        (
+            Method::POST,
+            "/api/v1/tickets".into(),
+            r#"{"subject": "s", "body": "b", "channel": "email", "requester": {"name": "C", "email": "cX@d.example"}}"#,
+            "requester.email",
+        ),
+        (
+            Method::POST,
+            "/api/v1/tickets".into(),
+            r#"{"subject": "s", "body": "b", "channel": "email", "requester": {"name": "C"}, "tags": ["ok", "vX"]}"#,
+            "tags[1]",
+        ),
+        (
+            Method::POST,
+            "/api/v1/tickets".into(),
+            r#"{"subject": "s", "body": "b", "channel": "emailX", "requester": {"name": "C"}}"#,
+            "channel",
+        ),
+        (Method::POST, tp("messages"), r#"{"body": "X"}"#, "body"),
+        (
+            Method::POST,
+            tp("messages"),
+            r#"{"body": "ok", "internal": true, "channel": "X"}"#,
+            "channel",
+        ),
+        (Method::POST, tp("notes"), r#"{"body": "nX"}"#, "body"),
+        (
+            Method::POST,
+            tp("forward"),
+            r#"{"to": "fX@d.example"}"#,
+            "to",
+        ),
+        (
+            Method::POST,
+            tp("calls"),
+            r#"{"direction": "X", "duration_seconds": 3}"#,
+            "direction",
+        ),
+        (Method::POST, tp("chat"), r#"{"body": "X"}"#, "body"),
+        (
+            Method::POST,
+            tp("system-messages"),
+            r#"{"text": "X"}"#,
+            "text",
+        ),
+        (
+            Method::POST,
+            tp("split"),
+            r#"{"message_ids": [], "subject": "X", "body": "b"}"#,
+            "subject",
+        ),
+        (Method::POST, tp("tags"), r#"{"add": ["X"]}"#, "add[0]"),
+        (
+            Method::POST,
+            tp("tags"),
+            r#"{"remove": ["X"]}"#,
+            "remove[0]",
+        ),
+        (
+            Method::POST,
+            tp("status"),
+            r#"{"status": "openX"}"#,
+            "status",
+        ),
+        (
+            Method::POST,
+            tp("ranking"),
+            r#"{"rating": 5, "comment": "X"}"#,
+            "comment",
+        ),
+        (
+            Method::POST,
+            "/api/v1/users".into(),
+            r#"{"name": "X", "email": "n@d.example", "role": "agent", "password": "long-enough-1"}"#,
+            "name",
+        ),
+        (
+            Method::POST,
+            "/api/v1/users".into(),
+            r#"{"name": "N", "email": "nX@d.example", "role": "agent", "password": "long-enough-1"}"#,
+            "email",
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/users/{user}"),
+            r#"{"name": "X"}"#,
+            "name",
+        ),
+        (
+            Method::PUT,
+            format!("/api/v1/users/{user}/state"),
+            r#"{"state": "X"}"#,
+            "state",
+        ),
+        (
+            Method::POST,
+            "/api/v1/departments".into(),
+            r#"{"name": "X"}"#,
+            "name",
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/departments/{dept}"),
+            r#"{"name": "X"}"#,
+            "name",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/settings/greeting".into(),
+            r#"{"value": {"text": ["ok", "X"]}}"#,
+            "value.text[1]",
+        ),
+        (
+            Method::POST,
+            "/api/v1/activity".into(),
+            r#"{"action": "X", "description": "d"}"#,
+            "action",
+        ),
+        (
+            Method::POST,
+            "/api/v1/admin/erasure".into(),
+            r#"{"email": "eX@d.example"}"#,
+            "email",
+        ),
+    ];
+    let head = app.head().await;
+    for bad in REFUSED {
+        for (method, path, template, field) in &cases {
+            let body: Value = serde_json::from_str(&template.replace('X', bad)).unwrap();
+            let res = app
+                .send(method.clone(), path, Some(&app.admin), Some(body))
+                .await;
+            let p = problem(res, 400).await;
+            assert_eq!(p["code"], "control_character", "{method} {path} {bad}: {p}");
+            assert_eq!(p["field"], *field, "{method} {path} {bad}");
+        }
+        // Without a token too: the login's email.
+        let res = app
+            .send(
+                Method::POST,
+                "/api/v1/auth/login",
+                None,
+                Some(
+                    serde_json::from_str(&format!(
+                        r#"{{"email": "a{bad}@d.example", "password": "x"}}"#
+                    ))
+                    .unwrap(),
+                ),
+            )
+            .await;
+        assert_eq!(problem(res, 400).await["field"], "email", "{bad}");
+        // A query parameter.
+        let raw: String = serde_json::from_str(&format!("\"{bad}\"")).unwrap();
+        let res = app
+            .get(&format!("/api/v1/tickets?q={}", enc(&raw)), &app.admin)
+            .await;
+        assert_eq!(problem(res, 400).await["field"], "q", "{bad}");
+        // An upload's file name, raw in the part's header: refused by the
+        // form's parser or by the domain's field rule, never stored.
+        let form = [
+            b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a".as_slice(),
+            raw.as_bytes(),
+            b"b.txt\"\r\nContent-Type: text/plain\r\n\r\nhello\r\n--XyZ--\r\n",
+        ]
+        .concat();
+        let res = app
+            .client
+            .post(app.url(&tp("files")))
+            .bearer_auth(&app.admin)
+            .header("Content-Type", "multipart/form-data; boundary=XyZ")
+            .body(form)
+            .send()
+            .await
+            .unwrap();
+        let p = problem(res, 400).await;
+        assert!(p["field"] == "file" || p["field"] == "name", "{bad}: {p}");
+    }
+    assert_eq!(app.head().await, head, "a refused request wrote nothing");
+    // Tab, line feed and carriage return are text.
+    let res = app
+        .post(
+            &tp("notes"),
+            &app.admin,
+            json!({"body": "one\ttwo\r\nthree\n"}),
+        )
+        .await;
+    ok_json(res).await;
+}
+
+/// A projection that cannot apply an event says so: `failed` with the
+/// position and the error in the admin status, readiness `degraded`, the
+/// metrics; the other projections carry on; after the fix a rebuild
+/// clears it.
+async fn a_failed_projection_degrades_readiness_and_the_others_carry_on(db: &TestDb) {
+    let app = spawn_app(db).await;
+    let pool = app.store.pool();
+    // Break the reports projection's table the way a bad migration or a
+    // hand edit would.
+    ledgerdesk_tests::exec(
+        &pool,
+        "ALTER TABLE report_tickets RENAME TO report_tickets_away",
+    )
+    .await
+    .unwrap();
+    let res = app
+        .post(
+            "/api/v1/tickets",
+            &app.admin,
+            json!({"subject": "After the break", "body": "b", "channel": "email",
+                   "requester": {"name": "C"}}),
+        )
+        .await;
+    let created = ok_json(res).await;
+    let position = created["position"].as_u64().unwrap();
+    // The tickets projection still advances.
+    let list = ok_json(
+        app.get(
+            &format!("/api/v1/tickets?min_position={position}"),
+            &app.admin,
+        )
+        .await,
+    )
+    .await;
+    assert!(list["position"].as_u64().unwrap() >= position, "{list}");
+    assert_eq!(list["items"][0]["id"], created["id"]);
+
+    let mut ready = Value::Null;
+    for _ in 0..300 {
+        let res = app.send(Method::GET, "/readyz", None, None).await;
+        assert_eq!(
+            res.status(),
+            200,
+            "one stuck read model keeps the server in"
+        );
+        ready = res.json().await.unwrap();
+        if ready["status"] == "degraded" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    assert!(
+        ready["reasons"][0].as_str().unwrap().contains("reports"),
+        "{ready}"
+    );
+
+    let status = ok_json(app.get("/api/v1/admin/projections", &app.admin).await).await;
+    let items = status["items"].as_array().unwrap();
+    let reports = items.iter().find(|s| s["name"] == "reports").unwrap();
+    assert_eq!(reports["state"], "failed", "{status}");
+    assert!(
+        reports["failure"]["position"].as_u64().unwrap() <= position,
+        "{status}"
+    );
+    assert!(reports["position"].as_u64().unwrap() < position, "{status}");
+    assert!(!reports["failure"]["error"].as_str().unwrap().is_empty());
+    let tickets = items.iter().find(|s| s["name"] == "tickets").unwrap();
+    assert_ne!(tickets["state"], "failed");
+    assert!(tickets["failure"].is_null());
+
+    let metrics = app
+        .send(Method::GET, "/metrics", None, None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("ledgerdesk_projection_failures_total{projection=\"reports\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("ledgerdesk_projection_failed{projection=\"reports\"} 1"));
+    assert!(metrics.contains("ledgerdesk_projection_failed{projection=\"tickets\"} 0"));
+
+    // The fix, then a rebuild: ready again.
+    ledgerdesk_tests::exec(
+        &pool,
+        "ALTER TABLE report_tickets_away RENAME TO report_tickets",
+    )
+    .await
+    .unwrap();
+    let res = app
+        .post(
+            "/api/v1/admin/projections/reports/rebuild",
+            &app.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(res.status(), 202);
+    for _ in 0..300 {
+        let ready: Value = app
+            .send(Method::GET, "/readyz", None, None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        if ready["status"] == "ready" {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("still degraded after the rebuild");
 }

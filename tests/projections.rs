@@ -34,6 +34,9 @@ backend_tests!(
     background_worker_follows_appends,
     upgrade_replaces_the_read_models,
     text_search_beyond_ascii,
+    text_with_control_characters_is_projected,
+    a_failing_projection_is_reported_and_the_others_carry_on,
+    wait_until_wakes_on_progress_and_times_out,
 );
 
 fn meta(actor: Option<Uuid>, kind: ActorKind) -> Metadata {
@@ -1494,4 +1497,232 @@ async fn text_search_beyond_ascii(db: &TestDb) {
         .items;
         assert_eq!(hits.len(), 1, "{q}");
     }
+}
+
+/// Text that a log may hold but PostgreSQL's `TEXT` cannot (NUL), and other
+/// control characters, written straight to the log as logs from before the
+/// API refused them hold it: every projection applies it, on both backends,
+/// keeping NUL as U+FFFD.
+async fn text_with_control_characters_is_projected(db: &TestDb) {
+    let store = db.open().await;
+    let t = Uuid::now_v7();
+    let someone = Uuid::now_v7();
+    let odd = Metadata {
+        user_agent: Some("agent\0/1.0".into()),
+        correlation_id: Some("req\0\u{1}".into()),
+        ..agent(someone)
+    };
+    let recorded = append(
+        &*store,
+        vec![
+            (user_created(someone, "Nul\0Name", None), Metadata::system()),
+            (
+                created(
+                    t,
+                    "Bad\0subject \u{1}\u{1b}[31m\u{7f}",
+                    Channel::Email,
+                    None,
+                    &["x\0y"],
+                ),
+                odd.clone(),
+            ),
+            (message(t, Direction::Inbound), odd),
+        ],
+    )
+    .await;
+    let head = recorded.last().unwrap().position;
+    let projector = Projector::new(store.clone());
+    projector
+        .catch_up()
+        .await
+        .expect("every projection applies text holding NUL");
+    for s in projector.status().await.unwrap() {
+        assert_eq!(s.position, head, "{}", s.name);
+    }
+    let pool = store.pool();
+    let row = tickets::get(&pool, t)
+        .await
+        .unwrap()
+        .expect("the ticket is in the tickets projection");
+    assert_eq!(
+        row.subject.as_deref(),
+        Some("Bad\u{fffd}subject \u{1}\u{1b}[31m\u{7f}")
+    );
+    // Tags are kept as JSON text, where NUL is escaped: they keep it.
+    assert_eq!(row.tags, vec!["x\0y".to_string()]);
+    let audit = all_audit(&pool).await;
+    let created_row = audit
+        .iter()
+        .find(|r| r.ticket_id == Some(t) && r.event_type == "ticket.created")
+        .expect("the ticket is in the audit view");
+    assert_eq!(created_row.user_agent.as_deref(), Some("agent\u{fffd}/1.0"));
+    // A search for the text as the log has it finds it.
+    let found = tickets::list(
+        &pool,
+        &TicketFilter {
+            q: Some("bad\0subject".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .items;
+    assert_eq!(found.iter().map(|r| r.id).collect::<Vec<_>>(), vec![t]);
+}
+
+/// Fails on status changes while `broken` is set.
+struct Fragile {
+    broken: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[async_trait]
+impl Projection for Fragile {
+    fn name(&self) -> &'static str {
+        "fragile"
+    }
+    fn tables(&self) -> &'static [ledgerdesk_projections::schema::Table] {
+        &[]
+    }
+    async fn apply(
+        &self,
+        events: &[Event],
+        _names: &Names,
+        _tx: &mut Tx,
+    ) -> Result<(), ProjectionError> {
+        if self.broken.load(Ordering::SeqCst)
+            && events
+                .iter()
+                .any(|e| e.record.event_type == "ticket.status_changed")
+        {
+            return Err(ProjectionError::Io("cannot apply a status change".into()));
+        }
+        Ok(())
+    }
+}
+
+/// A projection that keeps failing on one event is marked failed at that
+/// event's position, with its error, after a bounded number of attempts;
+/// the events before it are applied and the other projections carry on.
+/// A rebuild after the fix clears it.
+async fn a_failing_projection_is_reported_and_the_others_carry_on(db: &TestDb) {
+    let store = db.open().await;
+    let broken = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let projector = Projector::with_projections(
+        store.clone(),
+        vec![
+            Arc::new(tickets::TicketsProjection),
+            Arc::new(Fragile {
+                broken: broken.clone(),
+            }),
+        ],
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let handle = projector.spawn(async move {
+        let _ = stopped.await;
+    });
+    let t = Uuid::now_v7();
+    let recorded = append(
+        &*store,
+        vec![
+            (
+                created(t, "One", Channel::Email, None, &[]),
+                Metadata::system(),
+            ),
+            (message(t, Direction::Inbound), Metadata::system()),
+            (status(t, Status::New, Status::Open), Metadata::system()),
+            (message(t, Direction::Outbound), Metadata::system()),
+        ],
+    )
+    .await;
+    let bad = recorded[2].position;
+    let head = recorded.last().unwrap().position;
+    let fragile = async || {
+        projector
+            .status()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|s| s.name == "fragile")
+            .unwrap()
+    };
+    wait_for("the fragile projection to be marked failed", async || {
+        fragile().await.state == WorkerState::Failed
+    })
+    .await;
+    let s = fragile().await;
+    let failure = s.failure.expect("the failure is recorded");
+    assert_eq!(failure.position, bad);
+    assert!(
+        failure.error.contains("cannot apply a status change"),
+        "{failure:?}"
+    );
+    assert_eq!(s.position, bad - 1, "the events before it are applied");
+    let failures = projector.failures().await.unwrap();
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].0, "fragile");
+    let health = projector.health();
+    let h = health.iter().find(|h| h.name == "fragile").unwrap();
+    assert_eq!((h.state, h.failures_total), (WorkerState::Failed, 1));
+    wait_for("the tickets projection to carry on", async || {
+        projector.position("tickets").await.unwrap() == head
+    })
+    .await;
+
+    // The fix, then a rebuild: no longer failed, anywhere.
+    broken.store(false, Ordering::SeqCst);
+    assert_eq!(projector.rebuild("fragile", |_, _| {}).await.unwrap(), head);
+    let s = fragile().await;
+    assert!(s.failure.is_none(), "{s:?}");
+    assert_ne!(s.state, WorkerState::Failed);
+    assert!(projector.failures().await.unwrap().is_empty());
+    stop.send(()).unwrap();
+    handle.await.unwrap();
+}
+
+/// `wait_until` answers as soon as the projection gets there, and where it
+/// stands when the time is up.
+async fn wait_until_wakes_on_progress_and_times_out(db: &TestDb) {
+    let store = db.open().await;
+    let t = Uuid::now_v7();
+    let head = append(
+        &*store,
+        vec![(
+            created(t, "Wait", Channel::Email, None, &[]),
+            Metadata::system(),
+        )],
+    )
+    .await
+    .last()
+    .unwrap()
+    .position;
+    let projector = Projector::new(store.clone());
+    projector.ensure_schema().await.unwrap();
+
+    let timeout = Duration::from_millis(300);
+    let started = std::time::Instant::now();
+    let at = projector
+        .wait_until("tickets", head, timeout)
+        .await
+        .unwrap();
+    assert!(at < head, "nothing applied it");
+    assert!(started.elapsed() >= timeout, "gave up early");
+
+    let catching_up = projector.clone();
+    let worker = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        catching_up.run_pages("tickets", usize::MAX).await.unwrap()
+    });
+    let started = std::time::Instant::now();
+    let at = projector
+        .wait_until("tickets", head, Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert!(at >= head);
+    // Far below the timeout: it woke on the progress, not the deadline.
+    assert!(started.elapsed() < Duration::from_secs(60));
+    worker.await.unwrap();
+    assert!(matches!(
+        projector.wait_until("nope", 1, timeout).await,
+        Err(ProjectionError::UnknownProjection(_))
+    ));
 }
