@@ -257,6 +257,7 @@ struct Inner {
     /// for its own write wakes on the projection's progress.
     positions: HashMap<&'static str, watch::Sender<u64>>,
     failures_total: Mutex<HashMap<&'static str, u64>>,
+    failures_table: std::sync::atomic::AtomicBool,
 }
 
 /// Runs projections against one store: background workers, catch-up,
@@ -321,6 +322,7 @@ impl Projector {
                 states: Mutex::new(states),
                 positions,
                 failures_total: Mutex::default(),
+                failures_table: Default::default(),
             }),
         }
     }
@@ -338,6 +340,7 @@ impl Projector {
                 .map(|(name, tx)| (*name, watch::channel(*tx.borrow()).0))
                 .collect(),
             failures_total: Mutex::default(),
+            failures_table: Default::default(),
         });
         Projector {
             inner: Arc::new(Inner {
@@ -454,6 +457,7 @@ impl Projector {
 
     /// Every failed projection, from the database (so across processes).
     pub async fn failures(&self) -> Result<Vec<(String, ProjectionFailure)>, ProjectionError> {
+        self.failures_table().await;
         Ok(db::fetch(
             &self.pool(),
             "SELECT name, position, error, failed_at FROM projection_failures ORDER BY name",
@@ -487,9 +491,28 @@ impl Projector {
             .collect()
     }
 
+    /// Create the failures table unless this projector already saw it: a
+    /// status may be asked before any worker ran `ensure_schema` (a
+    /// process on standby, the CLI). A failed create (two processes racing
+    /// on PostgreSQL) is left to the query that follows.
+    async fn failures_table(&self) {
+        use std::sync::atomic::Ordering;
+        if self.inner.failures_table.load(Ordering::Relaxed) {
+            return;
+        }
+        let pool = self.pool();
+        let sql = FAILURES
+            .create_table(Dialect::of(&pool), FAILURES.name)
+            .replacen("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1);
+        if db::execute(&pool, &sql, vec![]).await.is_ok() {
+            self.inner.failures_table.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// Mark `name` failed at `position` in the database, where every
     /// process sees it; `failed_at` keeps the first time.
     async fn record_failure(&self, name: &'static str, position: u64, error: &str) {
+        self.failures_table().await;
         let written = db::execute(
             &self.pool(),
             "INSERT INTO projection_failures (name, position, error, failed_at) \
