@@ -1626,6 +1626,20 @@ async fn control_characters_are_refused_in_every_text_field(db: &TestDb) {
 async fn a_failed_projection_degrades_readiness_and_the_others_carry_on(db: &TestDb) {
     let app = spawn_app(db).await;
     let pool = app.store.pool();
+    // The workers first make sure their tables exist, which would quietly
+    // recreate a table renamed meanwhile: break it once they run.
+    for _ in 0..300 {
+        let status = ok_json(app.get("/api/v1/admin/projections", &app.admin).await).await;
+        if status["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["state"] == "idle")
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     // Break the reports projection's table the way a bad migration or a
     // hand edit would.
     ledgerdesk_tests::exec(
