@@ -20,6 +20,7 @@ backend_tests!(
     erasure_shreds_personal_data_and_keeps_the_log_verifiable,
     live_streams_are_capped_per_user_until_one_closes,
     live_streams_share_one_reader_of_the_log,
+    the_stream_filter_admits_what_search_finds,
 );
 
 /// The newest audit position, once the audit view has caught up.
@@ -933,4 +934,104 @@ async fn live_streams_share_one_reader_of_the_log(db: &TestDb) {
     // The entries reached every stream without one query per stream.
     assert_eq!(app.audit_feed.stream_reads(), streams_before);
     assert!(app.audit_feed.follower_reads() > follower_before);
+}
+
+/// The live stream filters rows in memory (`AuditFilter::admits`); search
+/// filters them in SQL. For every filter an auditor can set without text,
+/// both must keep the same rows.
+async fn the_stream_filter_admits_what_search_finds(db: &TestDb) {
+    use ledgerdesk_projections::audit::{search, AuditFilter};
+    let app = spawn_app(db).await;
+    let (agent_id, agent) = app.user("agent").await;
+    let ticket = app.ticket(&agent).await;
+    ok_json(
+        app.post(
+            &format!("/api/v1/tickets/{ticket}/notes"),
+            &app.admin,
+            json!({"body": "a note"}),
+        )
+        .await,
+    )
+    .await;
+    let all = audit_page(&app, &app.admin, "limit=500").await;
+    assert!(all["items"].as_array().unwrap().len() > 5);
+    let pool = app.store.pool();
+    let every = search(
+        &pool,
+        &AuditFilter {
+            limit: Some(500),
+            ..AuditFilter::default()
+        },
+    )
+    .await
+    .unwrap()
+    .items;
+    let middle = every[every.len() / 2].recorded_at;
+    let admin_id: Uuid = ok_json(app.get("/api/v1/me", &app.admin).await).await["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut filters = vec![
+        AuditFilter {
+            actions: vec!["ticket.created".into(), "ticket.note_added".into()],
+            ..Default::default()
+        },
+        AuditFilter {
+            actors: vec![agent_id],
+            ..Default::default()
+        },
+        AuditFilter {
+            tickets: vec![ticket],
+            ..Default::default()
+        },
+        AuditFilter {
+            ips: vec!["127.0.0.1".into()],
+            ..Default::default()
+        },
+        AuditFilter {
+            from: Some(middle),
+            ..Default::default()
+        },
+        AuditFilter {
+            to: Some(middle),
+            ..Default::default()
+        },
+        AuditFilter {
+            departments: vec![Uuid::now_v7()],
+            ..Default::default()
+        },
+    ];
+    let mut excluding = AuditFilter::default();
+    excluding.exclude.actors = vec![admin_id];
+    excluding.exclude.actions = vec!["user.logged_in".into()];
+    filters.push(excluding);
+    // Only the rows `every` saw: the view may apply more meanwhile.
+    let newest = every[0].position;
+    for mut filter in filters {
+        filter.limit = Some(500);
+        filter.before_position = Some(newest + 1);
+        let found: Vec<u64> = search(&pool, &filter)
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|r| r.position)
+            .collect();
+        let admitted: Vec<u64> = every
+            .iter()
+            .filter(|r| filter.admits(r).expect("no text: decided in memory"))
+            .map(|r| r.position)
+            .collect();
+        assert_eq!(admitted, found, "{filter:?}");
+    }
+    let text = AuditFilter {
+        text: vec!["note".into()],
+        ..Default::default()
+    };
+    assert_eq!(
+        text.admits(&every[0]),
+        None,
+        "text is the database's to match"
+    );
 }

@@ -686,41 +686,6 @@ async fn feed_once(
     }
 }
 
-/// Whether `row` passes `filter`: `Some` when the filter can be decided
-/// here, `None` when it searches text, which only the database decides the
-/// way a search does.
-fn matches(filter: &AuditFilter, row: &AuditRow) -> Option<bool> {
-    fn any<T: PartialEq>(wanted: &[T], value: Option<&T>) -> bool {
-        wanted.is_empty() || value.is_some_and(|v| wanted.contains(v))
-    }
-    fn none<T: PartialEq>(unwanted: &[T], value: Option<&T>) -> bool {
-        value.is_none_or(|v| !unwanted.contains(v))
-    }
-    let x = &filter.exclude;
-    let kept = any(&filter.actions, Some(&row.action))
-        && any(&filter.actors, row.actor_id.as_ref())
-        && any(&filter.departments, row.actor_department.as_ref())
-        && any(&filter.tickets, row.ticket_id.as_ref())
-        && any(&filter.ips, row.ip.as_ref())
-        && none(&x.actions, Some(&row.action))
-        && none(&x.actors, row.actor_id.as_ref())
-        && none(&x.departments, row.actor_department.as_ref())
-        && none(&x.tickets, row.ticket_id.as_ref())
-        && none(&x.ips, row.ip.as_ref())
-        && filter.from.is_none_or(|t| row.recorded_at >= t)
-        && filter.to.is_none_or(|t| row.recorded_at < t);
-    let text = filter
-        .text
-        .iter()
-        .chain(&x.text)
-        .any(|t| !t.trim().is_empty());
-    match (kept, text) {
-        (false, _) => Some(false),
-        (true, false) => Some(true),
-        (true, true) => None,
-    }
-}
-
 /// Whether the token still stands for a user who may follow the stream:
 /// the gate checked it once, at connection, and a stream lasts for hours.
 async fn may_still_follow(state: &AppState, token_hash: &str) -> bool {
@@ -836,7 +801,7 @@ impl Follower {
                     let mut rows = Vec::new();
                     let mut undecided = false;
                     for row in fresh {
-                        match matches(&self.filter, row) {
+                        match self.filter.admits(row) {
                             Some(true) => rows.push(row.clone()),
                             Some(false) => {}
                             None => undecided = true,

@@ -391,6 +391,43 @@ fn texts(values: &[String]) -> Vec<Arg> {
 }
 
 impl AuditFilter {
+    /// Whether `row` passes the filter, decided in memory the way
+    /// [`Self::where_clause`] decides it in SQL (the live stream filters
+    /// the rows it is handed with it; keep the two side by side). `None`
+    /// when the filter searches text, which only the database matches the
+    /// way a search does.
+    pub fn admits(&self, row: &AuditRow) -> Option<bool> {
+        fn any<T: PartialEq>(wanted: &[T], value: Option<&T>) -> bool {
+            wanted.is_empty() || value.is_some_and(|v| wanted.contains(v))
+        }
+        fn none<T: PartialEq>(unwanted: &[T], value: Option<&T>) -> bool {
+            value.is_none_or(|v| !unwanted.contains(v))
+        }
+        let x = &self.exclude;
+        let kept = any(&self.actions, Some(&row.action))
+            && any(&self.actors, row.actor_id.as_ref())
+            && any(&self.departments, row.actor_department.as_ref())
+            && any(&self.tickets, row.ticket_id.as_ref())
+            && any(&self.ips, row.ip.as_ref())
+            && none(&x.actions, Some(&row.action))
+            && none(&x.actors, row.actor_id.as_ref())
+            && none(&x.departments, row.actor_department.as_ref())
+            && none(&x.tickets, row.ticket_id.as_ref())
+            && none(&x.ips, row.ip.as_ref())
+            && self.from.is_none_or(|t| row.recorded_at >= t)
+            && self.to.is_none_or(|t| row.recorded_at < t);
+        let text = self
+            .text
+            .iter()
+            .chain(&x.text)
+            .any(|t| !t.trim().is_empty());
+        match (kept, text) {
+            (false, _) => Some(false),
+            (true, false) => Some(true),
+            (true, true) => None,
+        }
+    }
+
     fn where_clause(&self) -> Where {
         let mut w = Where::default();
         w.any_of("action", texts(&self.actions));
