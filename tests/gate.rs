@@ -18,6 +18,7 @@ backend_tests!(
     every_answer_carries_the_security_headers,
     an_idempotent_request_is_held_to_the_route_limit,
     log_positions_beyond_int64_are_refused_by_name,
+    searched_text_is_held_to_its_limit,
 );
 
 /// One way of writing a route's path, and whether the router must take it
@@ -421,4 +422,23 @@ async fn log_positions_beyond_int64_are_refused_by_name(db: &TestDb) {
         .await;
     assert_eq!(res.status(), 200);
     assert_eq!(app.head().await, head, "refusals write nothing");
+}
+
+/// Free text past the limit is the caller's mistake, named; never the
+/// database's (SQLite refuses a LIKE pattern over 50,000 bytes with an
+/// error that used to become a 500).
+async fn searched_text_is_held_to_its_limit(db: &TestDb) {
+    let app = spawn_app(db).await;
+    let (_, auditor) = app.user("auditor").await;
+    for text in ["a".repeat(201), "a".repeat(49_999)] {
+        for path in ["/api/v1/tickets", "/api/v1/audit"] {
+            let res = app.get(&format!("{path}?q={text}"), &auditor).await;
+            let body = problem(res, 400).await;
+            assert_eq!(body["field"], "q", "{path}: {body}");
+        }
+    }
+    let res = app
+        .get(&format!("/api/v1/tickets?q={}", "a".repeat(200)), &auditor)
+        .await;
+    assert_eq!(res.status(), 200);
 }

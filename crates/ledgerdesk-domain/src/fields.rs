@@ -37,6 +37,11 @@ pub mod limits {
     pub const DESCRIPTION_MAX: usize = 1_000;
     /// Audit queries recorded with an audit search or export.
     pub const AUDIT_QUERY_MAX: usize = 4_000;
+    /// Free text searched for (`q` of the ticket list and the audit log):
+    /// longer than any searchable field's text that a match could need,
+    /// and short enough for every backend's pattern limits (SQLite refuses
+    /// a LIKE pattern over 50,000 bytes).
+    pub const SEARCH_TEXT_MAX: usize = 200;
     /// System message text.
     pub const SYSTEM_TEXT_MAX: usize = 2_000;
     /// Setting keys.

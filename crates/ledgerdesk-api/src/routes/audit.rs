@@ -21,6 +21,7 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use futures::stream::{self, Stream, StreamExt};
 use ledgerdesk_domain::catalogue::ACTIONS;
+use ledgerdesk_domain::fields::limits::SEARCH_TEXT_MAX;
 use ledgerdesk_projections::audit::{self, query, AuditFilter, AuditRow};
 use ledgerdesk_store::DbPool;
 use serde::Serialize;
@@ -157,8 +158,10 @@ impl Params {
                     if value.trim().is_empty() {
                         return Err(bad("q must not be empty".into()));
                     }
-                    if value.chars().count() > 200 {
-                        return Err(bad("q is longer than 200 characters".into()));
+                    if value.chars().count() > SEARCH_TEXT_MAX {
+                        return Err(bad(format!(
+                            "q is longer than {SEARCH_TEXT_MAX} characters"
+                        )));
                     }
                     p.filter.text.push(value.trim().to_string());
                 }

@@ -5,6 +5,7 @@
 
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
+use ledgerdesk_domain::fields::limits::SEARCH_TEXT_MAX;
 use ledgerdesk_projections::{reports, tickets, ProjectionError};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -45,7 +46,8 @@ pub struct TicketQuery {
     pub channel: Option<String>,
     /// low, normal, high or urgent.
     pub priority: Option<String>,
-    /// Text in the subject.
+    /// Text in the subject (at most 200 characters).
+    #[param(max_length = 200)]
     pub q: Option<String>,
     /// At most this many tickets (1 to 500, default 50).
     #[param(minimum = 1, maximum = 500)]
@@ -108,6 +110,15 @@ pub async fn list_tickets(
         return Err(ApiError::bad_field(
             "limit",
             "limit must be between 1 and 500",
+        ));
+    }
+    if q.q
+        .as_ref()
+        .is_some_and(|text| text.chars().count() > SEARCH_TEXT_MAX)
+    {
+        return Err(ApiError::bad_field(
+            "q",
+            format!("q is longer than {SEARCH_TEXT_MAX} characters"),
         ));
     }
     let position = reached(&state, "tickets", q.min_position).await?;
