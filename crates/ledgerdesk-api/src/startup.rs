@@ -122,6 +122,7 @@ impl Application {
             max_json_bytes: settings.http.max_json_bytes,
             files_dir: settings.files.dir.clone(),
             max_file_bytes: settings.files.max_bytes,
+            files_lock: Arc::default(),
         };
         bootstrap::run(&state, &settings.bootstrap).await?;
         tokio::spawn(purge(db));

@@ -51,4 +51,10 @@ pub struct AppState {
     pub files_dir: PathBuf,
     /// `files.max_bytes`.
     pub max_file_bytes: u64,
+    /// Held while an upload is checked, recorded and kept, and while an
+    /// erasure destroys files and the key: in this process an erasure and
+    /// an upload for the same subject, or of the same bytes, never
+    /// interleave (an upload that read its body while the subject was
+    /// being erased is refused, not kept).
+    pub files_lock: Arc<tokio::sync::Mutex<()>>,
 }

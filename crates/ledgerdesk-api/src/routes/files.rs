@@ -191,6 +191,22 @@ pub async fn erase_files_of(state: &AppState, subject: uuid::Uuid) -> Result<usi
     Ok(shas.len())
 }
 
+/// 422 when `subject` was erased: personal data sent about an erased
+/// subject is not kept, and for a file that means not accepting its bytes.
+async fn refuse_if_erased(state: &AppState, subject: Option<uuid::Uuid>) -> Result<(), ApiError> {
+    let Some(subject) = subject else {
+        return Ok(());
+    };
+    if state.vault.status(subject).await? == SubjectStatus::Erased {
+        return Err(ApiError::unprocessable(
+            "subject_erased",
+            "file",
+            "the personal data of this ticket's requester was erased; files are no longer kept for it",
+        ));
+    }
+    Ok(())
+}
+
 /// Attach a file (`Ticket – File`): `multipart/form-data` with a `file` part.
 #[utoipa::path(
     post,
@@ -235,19 +251,14 @@ pub async fn upload(
         });
     };
     let subject = ticket.requester_subject;
-    if let Some(subject) = subject {
-        // Personal data sent about an erased subject is not kept; for the
-        // bytes of a file that means not accepting them.
-        if state.vault.status(subject).await? == SubjectStatus::Erased {
-            return Err(ApiError::unprocessable(
-                "subject_erased",
-                "file",
-                "the personal data of this ticket's requester was erased; files are no longer kept for it",
-            ));
-        }
-    }
+    // Early, so the bytes of an erased subject are not even read.
+    refuse_if_erased(&state, subject).await?;
     let form = Multipart::new(req.headers(), payload);
     let stored = store_upload(&state, form).await?;
+    // Again under the lock an erasure holds: the subject may have been
+    // erased while the body was read.
+    let _kept = state.files_lock.lock().await;
+    refuse_if_erased(&state, subject).await?;
     let attachment = input::FileAttachment {
         file_id: None,
         name: stored.name.clone(),

@@ -78,6 +78,8 @@ pub async fn erase(
             ))
         }
     };
+    // Uploads wait while this erasure runs (see `AppState::files_lock`).
+    let _files = state.files_lock.lock().await;
     match state.vault.status(subject).await? {
         SubjectStatus::Unknown => {
             return Err(ApiError::NotFound {
