@@ -276,7 +276,12 @@ impl LoginLimiter {
         let mut retry_after = None;
         let mut reports = Vec::new();
         for key in &keys {
-            let state = states.entry(key.clone()).or_default();
+            // Read only: a key with no entry is under the limit, and a
+            // refused attempt must not leave an entry behind (a throttled
+            // caller could otherwise fill the map with new emails).
+            let Some(state) = states.get_mut(key) else {
+                continue;
+            };
             state.prune(now, self.window);
             if state.failures.len() + state.in_flight < self.max {
                 continue;
@@ -467,9 +472,19 @@ impl Verifier {
 
     /// Whether `password` matches `hash` (see [`Passwords::verify`]).
     pub async fn verify(&self, password: String, hash: Option<String>) -> Result<bool, Saturated> {
-        self.waiting.fetch_add(1, Ordering::SeqCst);
-        let permit = tokio::time::timeout(self.wait, self.permits.clone().acquire_owned()).await;
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        let permit = {
+            // Counted while waiting, and uncounted however the wait ends
+            // (a client gone drops this future mid-wait).
+            struct Waiting<'a>(&'a AtomicUsize);
+            impl Drop for Waiting<'_> {
+                fn drop(&mut self) {
+                    self.0.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            let _waiting = Waiting(&self.waiting);
+            tokio::time::timeout(self.wait, self.permits.clone().acquire_owned()).await
+        };
         let permit = match permit {
             Ok(Ok(permit)) => permit,
             _ => return Err(Saturated),
@@ -614,6 +629,17 @@ mod tests {
         second.failed();
         drop(third); // an attempt cut short counts as failed
         assert!(l.begin("a@x", "4.4.4.4").unwrap_err().retry_after > 1);
+    }
+
+    #[test]
+    fn refused_attempts_leave_no_entry_behind() {
+        let l = Arc::new(LoginLimiter::new(&settings(1)));
+        l.begin("a@x", "1.1.1.1").unwrap().failed();
+        // A throttled address trying ever new emails grows nothing.
+        for i in 0..100 {
+            assert!(l.begin(&format!("new-{i}@x"), "1.1.1.1").is_err());
+        }
+        assert_eq!(l.lock().len(), 2, "the account and the address only");
     }
 
     #[test]

@@ -102,8 +102,8 @@ pub struct AuthSettings {
     pub argon2_memory_kib: u32,
     /// Argon2id iterations (OWASP: 2).
     pub argon2_iterations: u32,
-    /// Password verifications running at once (0: one per core); each
-    /// holds `argon2_memory_kib` and a blocking thread.
+    /// Password verifications running at once (0: one per core), each on
+    /// a thread of its own holding `argon2_memory_kib`.
     pub max_concurrent_verifications: usize,
     /// How long a login waits for a verification turn before it gets 503
     /// with `Retry-After`, in milliseconds.

@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use ledgerdesk_domain::fields::limits::EMAIL_MAX;
+
 use crate::auth::{new_token, normalise_email, token_hash, LimitKey, ThrottleReport};
 use crate::db::UserRow;
 use crate::error::ApiError;
@@ -152,6 +154,13 @@ pub async fn login(
     Json(body): Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let email = normalise_email(&body.email);
+    // No account has a longer one, and the limiter keys on it.
+    if email.chars().count() > EMAIL_MAX {
+        return Err(ApiError::bad_field(
+            "email",
+            format!("email is longer than {EMAIL_MAX} characters"),
+        ));
+    }
     let ip = req
         .peer_addr()
         .map(|a| a.ip().to_string())
@@ -161,14 +170,26 @@ pub async fn login(
         Ok(attempt) => attempt,
         Err(refused) => {
             for report in refused.reports {
-                record_throttle(&state, &actor, report).await?;
+                // The caller is refused either way; a log that cannot be
+                // written now is the server's trouble, not a reason to
+                // answer 503 instead of 429.
+                if let Err(e) = record_throttle(&state, &actor, report).await {
+                    tracing::warn!(error = %e, "recording a login throttle failed");
+                }
             }
             return Err(ApiError::TooManyRequests {
                 retry_after: refused.retry_after,
             });
         }
     };
-    let found = state.db.login(&email).await?;
+    // A server fault is no failed attempt: the slot is given back.
+    let found = match state.db.login(&email).await {
+        Ok(found) => found,
+        Err(e) => {
+            attempt.unchecked();
+            return Err(e.into());
+        }
+    };
     let hash = found.as_ref().map(|f| f.password_hash.clone());
     let Ok(matches) = state.verifier.verify(body.password, hash).await else {
         attempt.unchecked();
@@ -190,7 +211,10 @@ pub async fn login(
             match logged_in {
                 Ok(_) => "",
                 Err(AppError::Rejected(_)) => "user_deactivated",
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    attempt.unchecked();
+                    return Err(e.into());
+                }
             }
         }
     };
