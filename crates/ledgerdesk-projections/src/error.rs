@@ -19,3 +19,16 @@ pub enum ProjectionError {
     #[error("{0}")]
     Io(String),
 }
+
+impl ProjectionError {
+    /// Whether the database was out of reach or too busy (see
+    /// `ledgerdesk_store::is_unavailable`), rather than unable to take this
+    /// event: a worker waits that out instead of counting it as a failure.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            ProjectionError::Store(e) => e.is_unavailable(),
+            ProjectionError::Database(e) => ledgerdesk_store::is_unavailable(e),
+            _ => false,
+        }
+    }
+}

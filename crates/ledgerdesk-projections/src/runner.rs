@@ -781,6 +781,8 @@ impl Projector {
             let mut position = None;
             // Consecutive failures at one position: (position, attempts).
             let mut failing: Option<(u64, u32)> = None;
+            // Consecutive rounds the database was unavailable (backoff).
+            let mut unavailable: u32 = 0;
             // After a failed page, events up to here go one per page, so
             // the events before the bad one are applied and the failure
             // names the bad one's position.
@@ -821,6 +823,7 @@ impl Projector {
                     .await
                 {
                     Ok((Step::Applied(n), to)) => {
+                        unavailable = 0;
                         position = Some(to);
                         self.publish(name, to);
                         if failing.take().is_some() || std::mem::take(&mut recorded_failure) {
@@ -854,8 +857,20 @@ impl Projector {
                         }
                     }
                     Ok((Step::Moved, _)) => position = None,
+                    Err(e) if e.is_unavailable() => {
+                        // The database is away (restarting, unreachable):
+                        // nothing is wrong with the event, so this is no
+                        // attempt at it; wait and read again.
+                        position = None;
+                        unavailable = (unavailable + 1).min(5);
+                        tracing::warn!(projection = name, error = %e, "database unavailable; the projection waits");
+                        wait(&mut stop, None, FIRST_BACKOFF * unavailable)
+                            .boxed()
+                            .await;
+                    }
                     Err(e) => {
                         position = None;
+                        unavailable = 0;
                         let attempts = match failing {
                             Some((at, n)) if at == from => n + 1,
                             _ => 1,
