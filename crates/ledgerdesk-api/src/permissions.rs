@@ -1,9 +1,9 @@
-//! THE permission table: every route, and who may call it. The permission
-//! middleware looks each request up here by method and route pattern; the
-//! OpenAPI document takes its security requirements and role notes from
-//! here; `docs/api.md` copies it; the tests walk it endpoint by endpoint.
-//! A route missing from the table is refused (403) even with a valid
-//! token, so forgetting an entry fails closed.
+//! THE permission table: every route, and who may call it. Each route is
+//! mounted with its row (`crate::routes::configure`), and the gate wrapped
+//! around that route enforces it; mounting a route without a row panics at
+//! start-up, so forgetting an entry fails closed. The OpenAPI document
+//! takes its security requirements and role notes from here; `docs/api.md`
+//! copies it; `tests/gate.rs` walks every route in every spelling.
 
 use crate::auth::Role;
 

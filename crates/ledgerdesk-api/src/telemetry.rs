@@ -9,8 +9,10 @@ use crate::configuration::LogFormat;
 /// actix-http's connection dispatcher logs every malformed request line a
 /// client sends (`invalid uri character`, `uri too long`) at ERROR, before
 /// any of our code runs: anyone could fill the log with errors and trip the
-/// alerts that watch them. The client gets its 400 regardless; `RUST_LOG`
-/// can bring the lines back.
+/// alerts that watch them. The client gets its 400 regardless. This hides
+/// the dispatcher's other lines too (a connection's I/O failing mid-body);
+/// requests that reach a route are still logged by `observe`, and
+/// `RUST_LOG` brings the dispatcher back.
 const CLIENT_NOISE: &str = "actix_http::h1::dispatcher=off";
 
 /// Install the global subscriber. `RUST_LOG`, when set, wins over `level`.

@@ -464,14 +464,10 @@ pub async fn stream(
     let p = Params::parse(&req, &["query", "last_event_id"])?;
     let header_id = match req.headers().get("Last-Event-ID") {
         None => None,
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or_else(|| {
-                    ApiError::bad_field("Last-Event-ID", "Last-Event-ID must be a log position")
-                })?,
-        ),
+        Some(v) => Some(super::parse_position(
+            "Last-Event-ID",
+            v.to_str().unwrap_or("not text").trim(),
+        )?),
     };
     let slot = state.audit_feed.open(cx.caller.user_id)?;
     let start = match header_id.or(p.last_event_id) {
@@ -627,10 +623,18 @@ pub async fn follow_audit(state: AppState) {
         let mut caught_up = true;
         if feed.batches.receiver_count() > 0 {
             match feed_once(&state, &feed, !listened, target).await {
-                Ok(done) => caught_up = done,
-                Err(e) => tracing::warn!(error = %e, "the audit follower failed to read"),
+                Ok(done) => {
+                    caught_up = done;
+                    listened = true;
+                }
+                // A failed round keeps `listened` as it was: a restart that
+                // could not send its starting batch is tried again, rather
+                // than reading on from a position left long ago.
+                Err(e) => {
+                    caught_up = false;
+                    tracing::warn!(error = %e, "the audit follower failed to read");
+                }
             }
-            listened = true;
         } else {
             listened = false;
         }
