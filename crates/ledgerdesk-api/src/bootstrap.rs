@@ -9,7 +9,6 @@ use uuid::Uuid;
 use crate::auth::{generated_password, normalise_email};
 use crate::configuration::BootstrapSettings;
 use crate::db::UserRow;
-use crate::routes::users::refresh_user;
 use crate::startup::StartupError;
 use crate::state::AppState;
 
@@ -55,9 +54,6 @@ async fn create(
         let _ = state.db.unreserve_user(id).await;
         return Err(failed(&format!("cannot create {email}"), e));
     }
-    refresh_user(state, id)
-        .await
-        .map_err(|e| failed("cannot list the user", e))?;
     Ok(Some(id))
 }
 

@@ -1,5 +1,10 @@
-//! The API's own tables (migration `0010_api.sql`): users and departments
-//! lists, credentials, sessions, idempotency records and uploaded files.
+//! The API's own tables (migration `0010_api.sql`): accounts (the email
+//! reservation that keeps emails unique, the system flag, and the role and
+//! activity sessions are checked against), credentials, sessions,
+//! idempotency records and uploaded files. The user and department lists
+//! are the `people` projection's; `api_departments` and the name and
+//! department columns of `api_users` are no longer read (landed migrations
+//! stay as they are).
 //! The SQL is the same on both backends (`$n` placeholders, `ON CONFLICT`,
 //! integer seconds); [`on_pool!`] runs it on whichever pool the store has.
 
@@ -29,7 +34,7 @@ pub struct Db {
     pool: DbPool,
 }
 
-/// A user as the list shows it.
+/// A user as the list shows it (and as an account is reserved).
 #[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
 pub struct UserRow {
     /// The user id.
@@ -46,32 +51,8 @@ pub struct UserRow {
     pub active: bool,
 }
 
-type UserTuple = (String, String, String, String, Option<String>, bool);
-
-fn user_row(t: UserTuple) -> UserRow {
-    UserRow {
-        id: parse_uuid(&t.0),
-        email: t.1,
-        name: t.2,
-        role: t.3,
-        department_id: t.4.as_deref().map(parse_uuid),
-        active: t.5,
-    }
-}
-
 fn parse_uuid(s: &str) -> Uuid {
     Uuid::parse_str(s).unwrap_or_default()
-}
-
-/// A department as the list shows it.
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
-pub struct DepartmentRow {
-    /// The department id.
-    pub id: Uuid,
-    /// Name.
-    pub name: String,
-    /// Whether it takes tickets.
-    pub active: bool,
 }
 
 /// What a bearer token stands for.
@@ -133,7 +114,6 @@ pub struct FileRow {
     pub erased: bool,
 }
 
-const USER_COLUMNS: &str = "user_id, email, name, role, department_id, active";
 
 impl Db {
     /// On the store's pool.
@@ -191,47 +171,20 @@ impl Db {
         Ok(())
     }
 
-    /// Refresh a user's row from its stream.
-    pub async fn update_user(&self, row: &UserRow) -> Result<(), sqlx::Error> {
-        let sql = "UPDATE api_users SET name = $2, role = $3, department_id = $4, active = $5 WHERE user_id = $1";
-        let id = row.id.to_string();
-        let dept = row.department_id.map(|d| d.to_string());
+    /// Copy a user's role and activity (from its stream, after a command)
+    /// into the account that sessions and logins are checked against.
+    pub async fn update_account(&self, id: Uuid, role: &str, active: bool) -> Result<(), sqlx::Error> {
+        let sql = "UPDATE api_users SET role = $2, active = $3 WHERE user_id = $1";
+        let id = id.to_string();
         on_pool!(&self.pool, |p| {
             sqlx::query(sql)
                 .bind(&id)
-                .bind(&row.name)
-                .bind(&row.role)
-                .bind(&dept)
-                .bind(row.active)
+                .bind(role)
+                .bind(active)
                 .execute(p)
                 .await?;
         });
         Ok(())
-    }
-
-    /// Users by email, without the system account.
-    pub async fn list_users(&self, limit: i64, offset: i64) -> Result<Vec<UserRow>, sqlx::Error> {
-        let sql = format!(
-            "SELECT {USER_COLUMNS} FROM api_users WHERE system = FALSE ORDER BY email LIMIT $1 OFFSET $2"
-        );
-        let rows: Vec<UserTuple> = on_pool!(&self.pool, |p| {
-            sqlx::query_as(&sql)
-                .bind(limit)
-                .bind(offset)
-                .fetch_all(p)
-                .await?
-        });
-        Ok(rows.into_iter().map(user_row).collect())
-    }
-
-    /// One user's row.
-    pub async fn user(&self, id: Uuid) -> Result<Option<UserRow>, sqlx::Error> {
-        let sql = format!("SELECT {USER_COLUMNS} FROM api_users WHERE user_id = $1");
-        let id = id.to_string();
-        let row: Option<UserTuple> = on_pool!(&self.pool, |p| {
-            sqlx::query_as(&sql).bind(&id).fetch_optional(p).await?
-        });
-        Ok(row.map(user_row))
     }
 
     /// The system account that records what happens to unknown accounts.
@@ -354,47 +307,6 @@ impl Db {
             .await?;
         });
         Ok(())
-    }
-
-    /// Add a department to the list.
-    pub async fn insert_department(&self, row: &DepartmentRow) -> Result<(), sqlx::Error> {
-        let sql = "INSERT INTO api_departments (department_id, name, active, created_at) VALUES ($1, $2, $3, $4) \
-                   ON CONFLICT (department_id) DO UPDATE SET name = excluded.name, active = excluded.active";
-        let id = row.id.to_string();
-        on_pool!(&self.pool, |p| {
-            sqlx::query(sql)
-                .bind(&id)
-                .bind(&row.name)
-                .bind(row.active)
-                .bind(now())
-                .execute(p)
-                .await?;
-        });
-        Ok(())
-    }
-
-    /// Departments by name.
-    pub async fn list_departments(
-        &self,
-        limit: i64,
-        offset: i64,
-    ) -> Result<Vec<DepartmentRow>, sqlx::Error> {
-        let sql = "SELECT department_id, name, active FROM api_departments ORDER BY name, department_id LIMIT $1 OFFSET $2";
-        let rows: Vec<(String, String, bool)> = on_pool!(&self.pool, |p| {
-            sqlx::query_as(sql)
-                .bind(limit)
-                .bind(offset)
-                .fetch_all(p)
-                .await?
-        });
-        Ok(rows
-            .into_iter()
-            .map(|(id, name, active)| DepartmentRow {
-                id: parse_uuid(&id),
-                name,
-                active,
-            })
-            .collect())
     }
 
     /// Claim `(user, key)` for a request, or say what the key already holds.

@@ -13,12 +13,14 @@
 //! - [`db`]: one transaction type for both backends, so SQL is written once.
 //! - [`personal`]: the single place personal data (`payload.pii`) is read.
 //! - One module per read model with its queries: [`tickets`], [`audit`],
-//!   [`presence`], [`reports`].
+//!   [`presence`], [`reports`], [`people`] (users and departments, and the
+//!   names every other read model shows).
 #![deny(missing_docs)]
 
 pub mod audit;
 pub mod db;
 mod error;
+pub mod people;
 pub mod personal;
 pub mod presence;
 pub mod reports;

@@ -158,13 +158,14 @@ pub trait Projection: Send + Sync + 'static {
     ) -> Result<(), ProjectionError>;
 }
 
-/// The four read models of ledgerdesk.
+/// The read models of ledgerdesk.
 pub fn builtin() -> Vec<Arc<dyn Projection>> {
     vec![
         Arc::new(crate::tickets::TicketsProjection),
         Arc::new(crate::audit::AuditProjection),
         Arc::new(crate::presence::PresenceProjection),
         Arc::new(crate::reports::ReportsProjection),
+        Arc::new(crate::people::PeopleProjection),
     ]
 }
 

@@ -25,7 +25,7 @@ use crate::auth::{new_token, normalise_email, token_hash, LimitKey, ThrottleRepo
 use crate::db::UserRow;
 use crate::error::ApiError;
 use crate::extract::{actor_of, Cx, Json};
-use crate::routes::users::{user_view, UserView};
+use crate::routes::users::{own_view, UserView};
 use crate::routes::{command_ok, CommandResult};
 use crate::state::AppState;
 
@@ -234,11 +234,20 @@ pub async fn login(
         .db
         .create_session(&token_hash(&token), user_id, expires_at.timestamp())
         .await?;
-    let user = state
-        .db
+    // From the stream: the projection may not have the login yet.
+    let (account, _) = state
+        .helpdesk
         .user(user_id)
         .await?
-        .ok_or_else(|| ApiError::internal("a user with credentials has no row"))?;
+        .ok_or_else(|| ApiError::internal("a user with credentials has no stream"))?;
+    let user = UserRow {
+        id: user_id,
+        email: normalise_email(&account.email),
+        name: account.name,
+        role: account.role.as_str().to_string(),
+        department_id: account.department,
+        active: !account.deactivated,
+    };
     // The token must not stay in a cache on the way.
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -273,7 +282,7 @@ pub async fn logout(state: web::Data<AppState>, cx: Cx) -> Result<HttpResponse, 
     responses((status = 200, description = "The caller", body = UserView))
 )]
 pub async fn me(state: web::Data<AppState>, cx: Cx) -> Result<HttpResponse, ApiError> {
-    let mut res = user_view(&state, cx.caller.user_id).await?;
+    let mut res = own_view(&state, cx.caller.user_id).await?;
     // The session's own account: not for a shared cache.
     let headers = res.headers_mut();
     headers.insert(

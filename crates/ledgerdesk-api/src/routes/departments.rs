@@ -1,15 +1,29 @@
-//! Departments: created by admins, listed from the `api_departments` table.
+//! Departments: created by admins, listed from the `people` projection. A
+//! write answers once the projection has applied it (see `users`).
 
 use actix_web::{web, HttpResponse};
 use ledgerdesk_app::input;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use uuid::Uuid;
 
-use crate::db::DepartmentRow;
 use crate::error::ApiError;
 use crate::extract::{Cx, Json, Query};
-use crate::routes::{etag, CommandResult, IdPath, Page};
+use crate::routes::users::{settle, PeoplePage};
+use crate::routes::views::reached;
+use crate::routes::{etag, CommandResult, IdPath};
 use crate::state::AppState;
+
+/// A department as the list shows it.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+pub struct DepartmentRow {
+    /// The department id.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Whether it takes tickets.
+    pub active: bool,
+}
 
 /// A new department.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -28,6 +42,8 @@ pub struct DepartmentList {
     pub limit: i64,
     /// The offset used.
     pub offset: i64,
+    /// The log position the `people` projection had reached.
+    pub position: u64,
 }
 
 /// Create a department (admins).
@@ -53,35 +69,43 @@ pub async fn create(
             },
         )
         .await?;
-    if let Some((department, _)) = state.helpdesk.department(outcome.id).await? {
-        let row = DepartmentRow {
-            id: outcome.id,
-            name: department.name,
-            active: !department.deactivated,
-        };
-        state.db.insert_department(&row).await?;
-    }
+    settle(&state, outcome.position).await?;
     Ok(HttpResponse::Created()
         .insert_header((actix_web::http::header::ETAG, etag(outcome.version)))
         .json(CommandResult::from(outcome)))
 }
 
-/// List departments by name.
+/// List departments by name, from the `people` projection.
 #[utoipa::path(
     get,
     path = "/api/v1/departments",
     tag = "departments",
-    params(Page),
-    responses((status = 200, description = "A page of departments", body = DepartmentList))
+    params(PeoplePage),
+    responses((status = 200, description = "A page of departments; `position` says how far the projection had read", body = DepartmentList))
 )]
-pub async fn list(state: web::Data<AppState>, page: Query<Page>) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    state: web::Data<AppState>,
+    page: Query<PeoplePage>,
+) -> Result<HttpResponse, ApiError> {
     let (limit, offset) = page.bounds()?;
-    let items = state.db.list_departments(limit, offset).await?;
-    Ok(HttpResponse::Ok().json(DepartmentList {
-        items,
-        limit,
-        offset,
-    }))
+    let position = reached(&state, "people", page.min_position).await?;
+    let items = ledgerdesk_projections::people::departments(&state.store.pool(), limit, offset)
+        .await?
+        .into_iter()
+        .map(|d| DepartmentRow {
+            id: d.id,
+            name: d.name,
+            active: d.active,
+        })
+        .collect();
+    Ok(HttpResponse::Ok()
+        .insert_header(("X-Projection-Position", position.to_string()))
+        .json(DepartmentList {
+            items,
+            limit,
+            offset,
+            position,
+        }))
 }
 
 /// Changes to a department; send at least one field.
@@ -160,16 +184,7 @@ pub async fn update(
             "the department is already in that state",
         ));
     };
-    if let Some((department, _)) = state.helpdesk.department(id).await? {
-        state
-            .db
-            .insert_department(&DepartmentRow {
-                id,
-                name: department.name,
-                active: !department.deactivated,
-            })
-            .await?;
-    }
+    settle(&state, outcome.position).await?;
     Ok(HttpResponse::Ok()
         .insert_header((actix_web::http::header::ETAG, etag(outcome.version)))
         .json(CommandResult::from(outcome)))

@@ -1,22 +1,75 @@
-//! Users: created and changed by admins, listed from the `api_users` table
-//! (refreshed from the user stream after every command), read one by one
-//! from the stream itself.
+//! Users: created and changed by admins, listed and read from the `people`
+//! projection. The API's own `api_users` table keeps only what events do
+//! not: the email reservation, the system flag, and the copy of role and
+//! activity that sessions are checked against at once (a deactivation must
+//! not wait for a projection).
+//!
+//! A write answers once the `people` projection has applied it (or after
+//! `projections.max_wait_ms`), so the admin who made it reads it back in
+//! the next list; another process's reader passes `min_position`.
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use ledgerdesk_app::input;
+use ledgerdesk_projections::people;
 use serde::{Deserialize, Deserializer, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::{normalise_email, Role, PASSWORD_MAX, PASSWORD_MIN};
 use crate::db::UserRow;
 use crate::error::ApiError;
 use crate::extract::{Cx, Json, Query};
+use crate::routes::views::reached;
 use crate::routes::{command_ok, created, etag, CommandResult, IdPath, Page};
 use crate::state::AppState;
 
-/// A user as its stream has it.
+/// `?limit=&offset=&min_position=` of the user and department lists.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PeoplePage {
+    /// At most this many items (1 to 500, default 100).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+    /// Skip this many items (default 0).
+    #[param(minimum = 0)]
+    pub offset: Option<i64>,
+    /// Wait until the `people` projection has applied this log position.
+    #[param(minimum = 0)]
+    #[serde(default, deserialize_with = "super::position")]
+    pub min_position: Option<u64>,
+}
+
+impl PeoplePage {
+    /// Limit and offset, checked.
+    pub fn bounds(&self) -> Result<(i64, i64), ApiError> {
+        Page {
+            limit: self.limit,
+            offset: self.offset,
+        }
+        .bounds()
+    }
+}
+
+/// `?min_position=` of a single user.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AtPosition {
+    /// Wait until the `people` projection has applied this log position.
+    #[param(minimum = 0)]
+    #[serde(default, deserialize_with = "super::position")]
+    pub min_position: Option<u64>,
+}
+
+/// Let the `people` projection apply a write before answering it (bounded
+/// by `projections.max_wait_ms`; a timeout is not an error).
+pub(crate) async fn settle(state: &AppState, position: u64) -> Result<(), ApiError> {
+    reached(state, "people", Some(position)).await.map(|_| ())
+}
+
+/// A user as the `people` projection has it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UserView {
     /// The user id.
@@ -41,6 +94,23 @@ pub struct UserView {
     pub version: u64,
 }
 
+impl From<people::Person> for UserView {
+    fn from(p: people::Person) -> Self {
+        UserView {
+            id: p.id,
+            email: p.email,
+            name: p.name,
+            role: p.role,
+            department_id: p.department_id,
+            active: p.active,
+            logged_in: p.logged_in,
+            state: p.state,
+            viewing: p.viewing,
+            version: p.version,
+        }
+    }
+}
+
 /// A page of users.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UserList {
@@ -50,6 +120,8 @@ pub struct UserList {
     pub limit: i64,
     /// The offset used.
     pub offset: i64,
+    /// The log position the `people` projection had reached.
+    pub position: u64,
 }
 
 /// A new user.
@@ -148,27 +220,25 @@ async fn check_department(state: &AppState, id: Option<Uuid>) -> Result<(), ApiE
     Ok(())
 }
 
-/// Copy a user's stream state into the list table.
-pub async fn refresh_user(state: &AppState, id: Uuid) -> Result<UserRow, ApiError> {
+/// Copy a user's role and activity from its stream into the account that
+/// sessions are checked against; whether the user is now active.
+pub async fn refresh_account(state: &AppState, id: Uuid) -> Result<bool, ApiError> {
     let (user, _) = state
         .helpdesk
         .user(id)
         .await?
         .ok_or_else(|| ApiError::internal("a user just written has no stream"))?;
-    let row = UserRow {
-        id,
-        email: normalise_email(&user.email),
-        name: user.name,
-        role: user.role.as_str().to_string(),
-        department_id: user.department,
-        active: !user.deactivated,
-    };
-    state.db.update_user(&row).await?;
-    Ok(row)
+    state
+        .db
+        .update_account(id, user.role.as_str(), !user.deactivated)
+        .await?;
+    Ok(!user.deactivated)
 }
 
-/// 200 with the user's view and `ETag`, or 404.
-pub async fn user_view(state: &AppState, id: Uuid) -> Result<HttpResponse, ApiError> {
+/// 200 with the caller's own view, folded from the user stream: a
+/// session's own account must answer even before (or without) the
+/// projection.
+pub async fn own_view(state: &AppState, id: Uuid) -> Result<HttpResponse, ApiError> {
     let (user, version) = state
         .helpdesk
         .user(id)
@@ -191,6 +261,26 @@ pub async fn user_view(state: &AppState, id: Uuid) -> Result<HttpResponse, ApiEr
             viewing: user.viewing.into_iter().collect(),
             version,
         }))
+}
+
+/// 200 with the user's view (from the `people` projection) and `ETag`, or
+/// 404.
+pub async fn user_view(
+    state: &AppState,
+    id: Uuid,
+    min_position: Option<u64>,
+) -> Result<HttpResponse, ApiError> {
+    let position = reached(state, "people", min_position).await?;
+    let person = people::user(&state.store.pool(), id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound {
+            code: "user_not_found",
+            detail: format!("user {id} does not exist"),
+        })?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::ETAG, etag(person.version)))
+        .insert_header(("X-Projection-Position", position.to_string()))
+        .json(UserView::from(person)))
 }
 
 /// Create a user with a password (admins).
@@ -240,41 +330,62 @@ pub async fn create(
         }
     };
     state.db.set_password(id, &hash).await?;
-    refresh_user(&state, id).await?;
+    settle(&state, outcome.position).await?;
     Ok(created(outcome, format!("/api/v1/users/{id}")))
 }
 
-/// List users (without the system account), by email.
+/// List users (without the system account), by email, from the `people`
+/// projection.
 #[utoipa::path(
     get,
     path = "/api/v1/users",
     tag = "users",
-    params(Page),
-    responses((status = 200, description = "A page of users", body = UserList))
+    params(PeoplePage),
+    responses((status = 200, description = "A page of users; `position` says how far the projection had read", body = UserList))
 )]
-pub async fn list(state: web::Data<AppState>, page: Query<Page>) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    state: web::Data<AppState>,
+    page: Query<PeoplePage>,
+) -> Result<HttpResponse, ApiError> {
     let (limit, offset) = page.bounds()?;
-    let items = state.db.list_users(limit, offset).await?;
-    Ok(HttpResponse::Ok().json(UserList {
-        items,
-        limit,
-        offset,
-    }))
+    let position = reached(&state, "people", page.min_position).await?;
+    let hidden: Vec<Uuid> = state.db.system_user().await?.into_iter().collect();
+    let items = people::users(&state.store.pool(), &hidden, limit, offset)
+        .await?
+        .into_iter()
+        .map(|p| UserRow {
+            id: p.id,
+            email: p.email,
+            name: p.name,
+            role: p.role,
+            department_id: p.department_id,
+            active: p.active,
+        })
+        .collect();
+    Ok(HttpResponse::Ok()
+        .insert_header(("X-Projection-Position", position.to_string()))
+        .json(UserList {
+            items,
+            limit,
+            offset,
+            position,
+        }))
 }
 
-/// One user, from its stream.
+/// One user, from the `people` projection.
 #[utoipa::path(
     get,
     path = "/api/v1/users/{id}",
     tag = "users",
-    params(IdPath),
+    params(IdPath, AtPosition),
     responses((status = 200, description = "The user", body = UserView, headers(("ETag" = String))))
 )]
 pub async fn get(
     state: web::Data<AppState>,
     path: web::Path<IdPath>,
+    query: Query<AtPosition>,
 ) -> Result<HttpResponse, ApiError> {
-    user_view(&state, path.id).await
+    user_view(&state, path.id, query.min_position).await
 }
 
 /// Change a user's name, role, department, activity or password (admins).
@@ -294,7 +405,7 @@ pub async fn update(
     Json(body): Json<UpdateUser>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.id;
-    if state.db.user(id).await?.is_none() && state.helpdesk.user(id).await?.is_none() {
+    if state.helpdesk.user(id).await?.is_none() {
         return Err(ApiError::NotFound {
             code: "user_not_found",
             detail: format!("user {id} does not exist"),
@@ -366,8 +477,7 @@ pub async fn update(
             .revoke_sessions_of(id, &cx.caller.token_hash)
             .await?;
     }
-    let row = refresh_user(&state, id).await?;
-    if !row.active {
+    if !refresh_account(&state, id).await? {
         state
             .db
             .revoke_sessions_of(id, &cx.caller.token_hash)
@@ -376,6 +486,7 @@ pub async fn update(
     // Role and activity are read with the session: look them up afresh.
     state.sessions.forget_user(id);
     let outcome = outcome.ok_or_else(|| ApiError::internal("no command ran"))?;
+    settle(&state, outcome.position).await?;
     Ok(command_ok(outcome))
 }
 
@@ -403,5 +514,6 @@ pub async fn change_state(
         .helpdesk
         .change_user_state(&cx.actor, path.id, input::StateChange { state: body.state })
         .await?;
+    settle(&state, outcome.position).await?;
     Ok(command_ok(outcome))
 }
