@@ -62,6 +62,7 @@ use crate::routes::{
         settings::change,
         views::agent_report,
         views::department_report,
+        views::time_report,
         views::projections,
         views::rebuild,
         audit::search,

@@ -62,6 +62,7 @@ pub const PERMISSIONS: &[Permission] = &[
     p("GET", "/api/v1/tickets", ALL),
     p("GET", "/api/v1/reports/agents", READERS),
     p("GET", "/api/v1/reports/departments", READERS),
+    p("GET", "/api/v1/reports/time", READERS),
     p("GET", "/api/v1/admin/projections", READERS),
     p("POST", "/api/v1/admin/projections/{name}/rebuild", ADMIN),
     p("GET", "/api/v1/audit", READERS),

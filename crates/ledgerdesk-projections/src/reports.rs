@@ -1,19 +1,24 @@
 //! `reports`: per agent and per department over a time range — tickets
-//! created, replied to and resolved, median first-response and resolution
-//! times, ratings.
+//! handled, created, replied to and resolved, median first-response and
+//! resolution times, ratings, and the time tickets were open on screen.
 //!
 //! Tables: `report_tickets` (per ticket: creation time, current department
 //! and assignee, first response) and `report_facts` (one row per fact:
-//! `created`, `replied`, `first_response`, `resolved`, `rated`, with the
-//! agent and department it counts for at that time). Counts and averages
-//! are SQL aggregates; medians are computed in Rust.
+//! `created`, `replied`, `first_response`, `resolved`, `rated`,
+//! `transferred` (counted for the agent and department it went to),
+//! `viewing` (a view still open: `at` is its start) and `viewed` (a closed
+//! view: `at` its start, `seconds` its length), with the agent and
+//! department it counts for at that time). Counts and averages are SQL
+//! aggregates; medians and view overlaps are computed in Rust. Rows carry
+//! the names the `people` projection has.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ledgerdesk_domain::ticket::{Direction, Status};
-use ledgerdesk_domain::{AnyEvent, TicketEvent};
+use ledgerdesk_domain::user::FieldChange;
+use ledgerdesk_domain::{AnyEvent, TicketEvent, UserEvent};
 use ledgerdesk_store::{ActorKind, DbPool};
 use serde::Serialize;
 use uuid::Uuid;
@@ -39,12 +44,12 @@ const TABLES: &[Table] = &[
         name: "report_facts",
         columns: "
     position   {int} NOT NULL,           -- the event
-    kind       TEXT NOT NULL,            -- created, replied, first_response, resolved, rated
+    kind       TEXT NOT NULL,            -- created, replied, first_response, resolved, rated, transferred, viewing, viewed
     at         {int} NOT NULL,           -- µs
     ticket_id  TEXT NOT NULL,
     agent      TEXT,
     department TEXT,
-    seconds    {real},                   -- first_response, resolved: since creation
+    seconds    {real},                   -- first_response, resolved: since creation; viewed: length
     rating     {int},                    -- rated: 1 to 5
     PRIMARY KEY (position, kind)
 ",
@@ -107,8 +112,13 @@ impl Projection for ReportsProjection {
         TABLES
     }
 
-    fn wants(&self, stream_type: &str, _: &str) -> bool {
+    fn wants(&self, stream_type: &str, event_type: &str) -> bool {
         stream_type == "ticket"
+            || (stream_type == "user"
+                && matches!(
+                    event_type,
+                    "user.viewing_ticket" | "user.left_ticket" | "user.logged_out" | "user.updated"
+                ))
     }
 
     async fn apply(
@@ -119,10 +129,21 @@ impl Projection for ReportsProjection {
     ) -> Result<(), ProjectionError> {
         let tickets_table = names.table("report_tickets");
         let facts_table = names.table("report_facts");
-        let ids = crate::runner::ticket_ids(events);
-        if ids.is_empty() {
+        let mut ids: BTreeSet<String> = crate::runner::ticket_ids(events).into_iter().collect();
+        let mut viewers = BTreeSet::new();
+        for e in events {
+            if let Some(AnyEvent::User(u)) = &e.domain {
+                viewers.insert(u.user_id().to_string());
+                if let UserEvent::ViewingTicket { ticket_id, .. } = u {
+                    ids.insert(ticket_id.to_string());
+                }
+            }
+        }
+        if ids.is_empty() && viewers.is_empty() {
             return Ok(());
         }
+        let ids: Vec<String> = ids.into_iter().collect();
+        let viewers: Vec<String> = viewers.into_iter().collect();
         let mut state: HashMap<Uuid, TicketFacts> = tx
             .fetch_in::<TicketFactsRow>(
                 &format!(
@@ -135,13 +156,68 @@ impl Projection for ReportsProjection {
             .into_iter()
             .map(|TicketFactsRow(id, f)| (id, f))
             .collect();
+        // Views still open, by (agent, ticket); `stored` says whether the
+        // row is in the table already (and must go when the view closes).
+        let mut open: BTreeMap<(Uuid, Uuid), OpenView> = tx
+            .fetch_in::<OpenView>(
+                &format!(
+                    "SELECT position, at, agent, ticket_id, department FROM {facts_table} \
+                     WHERE kind = 'viewing' AND agent IN"
+                ),
+                &viewers,
+            )
+            .await?
+            .into_iter()
+            .map(|v| ((v.agent, v.ticket), v))
+            .collect();
+        let mut closed_rows: Vec<i64> = Vec::new();
         let mut dirty = BTreeSet::new();
         let mut facts: Vec<Vec<Arg>> = Vec::new();
         for e in events {
-            let Some(AnyEvent::Ticket(ev)) = &e.domain else {
-                continue;
-            };
             let at = e.at();
+            let ev = match &e.domain {
+                Some(AnyEvent::Ticket(ev)) => ev,
+                Some(AnyEvent::User(u)) => {
+                    let user = u.user_id();
+                    let mut close = |key: (Uuid, Uuid), open: &mut BTreeMap<_, OpenView>| {
+                        if let Some(v) = open.remove(&key) {
+                            if v.stored {
+                                closed_rows.push(v.position);
+                            }
+                            facts.push(v.closed_at(at));
+                        }
+                    };
+                    match u {
+                        UserEvent::ViewingTicket { ticket_id, .. } => {
+                            open.entry((user, *ticket_id)).or_insert_with(|| OpenView {
+                                position: e.record.position as i64,
+                                at,
+                                agent: user,
+                                ticket: *ticket_id,
+                                department: state.get(ticket_id).and_then(|t| t.department),
+                                stored: false,
+                            });
+                        }
+                        UserEvent::LeftTicket { ticket_id, .. } => {
+                            close((user, *ticket_id), &mut open);
+                        }
+                        // A logout or a deactivation ends every view.
+                        UserEvent::LoggedOut { .. }
+                        | UserEvent::Updated {
+                            active: Some(FieldChange { after: false, .. }),
+                            ..
+                        } => {
+                            let keys: Vec<_> = open.range((user, Uuid::nil())..).take_while(|(k, _)| k.0 == user).map(|(k, _)| *k).collect();
+                            for key in keys {
+                                close(key, &mut open);
+                            }
+                        }
+                        _ => {}
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
             let id = ev.ticket_id();
             let actor = (e.metadata.actor_kind == ActorKind::Agent)
                 .then_some(e.metadata.actor_id)
@@ -160,6 +236,28 @@ impl Projection for ReportsProjection {
                 continue;
             };
             dirty.insert(id);
+            if let TicketEvent::Transferred {
+                to_agent,
+                to_department,
+                ..
+            } = ev
+            {
+                t.assignee = *to_agent;
+                t.department = *to_department;
+                // Counted for whoever received it, so a department that
+                // only ever received transfers still has a row.
+                facts.push(vec![
+                    e.record.position.into(),
+                    "transferred".into(),
+                    at.into(),
+                    id.into(),
+                    (*to_agent).into(),
+                    (*to_department).into(),
+                    Arg::Real(None),
+                    Arg::Int(None),
+                ]);
+                continue;
+            }
             let mut fact =
                 |kind: &str, agent: Option<Uuid>, seconds: Option<f64>, rating: Option<i64>| {
                     facts.push(vec![
@@ -193,14 +291,6 @@ impl Projection for ReportsProjection {
                 TicketEvent::Ranked { rating, .. } => {
                     fact("rated", t.assignee, None, Some(i64::from(*rating)))
                 }
-                TicketEvent::Transferred {
-                    to_agent,
-                    to_department,
-                    ..
-                } => {
-                    t.assignee = *to_agent;
-                    t.department = *to_department;
-                }
                 _ => {}
             }
         }
@@ -224,16 +314,99 @@ impl Projection for ReportsProjection {
             rows,
         )
         .await?;
+        for chunk in closed_rows.chunks(1000) {
+            let sql = format!(
+                "DELETE FROM {facts_table} WHERE kind = 'viewing' AND position IN ({})",
+                db::placeholders(1, chunk.len())
+            );
+            tx.execute(&sql, chunk.iter().map(|p| Arg::from(*p)).collect())
+                .await?;
+        }
+        facts.extend(open.values().filter(|v| !v.stored).map(OpenView::still_open));
         tx.insert(&facts_table, FACT_COLUMNS, "", facts).await?;
         Ok(())
     }
 }
+
+/// A view of a ticket not closed yet by a leave, a logout or a
+/// deactivation.
+struct OpenView {
+    position: i64,
+    at: i64,
+    agent: Uuid,
+    ticket: Uuid,
+    department: Option<Uuid>,
+    stored: bool,
+}
+
+impl Record for OpenView {
+    fn read(r: &dyn DbRow) -> Result<Self, sqlx::Error> {
+        Ok(OpenView {
+            position: r.int0("position")?,
+            at: r.int0("at")?,
+            agent: r.uuid("agent")?.unwrap_or_default(),
+            ticket: r.uuid("ticket_id")?.unwrap_or_default(),
+            department: r.uuid("department")?,
+            stored: true,
+        })
+    }
+}
+
+impl OpenView {
+    fn row(&self, kind: &str, seconds: Option<f64>) -> Vec<Arg> {
+        vec![
+            self.position.into(),
+            kind.into(),
+            self.at.into(),
+            self.ticket.into(),
+            self.agent.into(),
+            self.department.into(),
+            seconds.into(),
+            Arg::Int(None),
+        ]
+    }
+
+    fn still_open(&self) -> Vec<Arg> {
+        self.row("viewing", None)
+    }
+
+    fn closed_at(&self, at: i64) -> Vec<Arg> {
+        self.row("viewed", Some((at - self.at).max(0) as f64 / 1e6))
+    }
+}
+
+/// Whom a report's rows are for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    /// One row per agent.
+    Agent,
+    /// One row per department.
+    Department,
+}
+
+impl Group {
+    fn column(self) -> &'static str {
+        match self {
+            Group::Agent => "agent",
+            Group::Department => "department",
+        }
+    }
+}
+
+/// The fact kinds that make a ticket count as handled: created, replied to,
+/// resolved, or transferred to the agent or department. Views and ratings
+/// alone do not.
+const HANDLED: &str = "('created', 'replied', 'first_response', 'resolved', 'transferred')";
 
 /// One agent's or department's figures over a range.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReportRow {
     /// The agent or department.
     pub id: Uuid,
+    /// Its name, as the `people` projection has it (absent when unknown).
+    pub name: Option<String>,
+    /// Distinct tickets created, replied to, resolved or transferred in.
+    pub tickets_handled: u64,
     /// Tickets created (by the agent / filed under the department).
     pub tickets_created: u64,
     /// Distinct tickets with at least one outbound public message.
@@ -258,7 +431,7 @@ pub async fn agents(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<ReportRow>, ProjectionError> {
-    report(pool, "agent", from, to).await
+    report(pool, Group::Agent, from, to).await
 }
 
 /// Per department, for facts recorded in `[from, to)`.
@@ -267,7 +440,7 @@ pub async fn departments(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<ReportRow>, ProjectionError> {
-    report(pool, "department", from, to).await
+    report(pool, Group::Department, from, to).await
 }
 
 struct Agg {
@@ -287,6 +460,14 @@ impl Record for Agg {
             tickets: r.int0("tickets")?,
             avg_rating: r.real("avg_rating")?,
         })
+    }
+}
+
+struct Handled(Option<Uuid>, i64);
+
+impl Record for Handled {
+    fn read(r: &dyn DbRow) -> Result<Self, sqlx::Error> {
+        Ok(Handled(r.uuid("k")?, r.int0("tickets")?))
     }
 }
 
@@ -315,19 +496,38 @@ fn median(values: &mut [f64]) -> Option<f64> {
     })
 }
 
-async fn report(
+/// What every report starts from: per key, the aggregates per fact kind,
+/// the distinct tickets handled, and the duration samples.
+struct Figures {
+    aggs: Vec<Agg>,
+    handled: HashMap<Uuid, u64>,
+    medians: HashMap<(Uuid, String), f64>,
+}
+
+async fn figures(
     pool: &DbPool,
-    key: &str,
+    group: Group,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
-) -> Result<Vec<ReportRow>, ProjectionError> {
+) -> Result<Figures, ProjectionError> {
+    let key = group.column();
     let range = || vec![Arg::from(from), Arg::from(to)];
     let aggs: Vec<Agg> = db::fetch(
         pool,
         &format!(
             "SELECT {key} AS k, kind, COUNT(*) AS n, COUNT(DISTINCT ticket_id) AS tickets, \
              AVG(CAST(rating AS DOUBLE PRECISION)) AS avg_rating \
-             FROM report_facts WHERE at >= $1 AND at < $2 AND {key} IS NOT NULL GROUP BY {key}, kind"
+             FROM report_facts WHERE at >= $1 AND at < $2 AND {key} IS NOT NULL \
+             AND kind NOT IN ('viewing', 'viewed') GROUP BY {key}, kind"
+        ),
+        range(),
+    )
+    .await?;
+    let handled: Vec<Handled> = db::fetch(
+        pool,
+        &format!(
+            "SELECT {key} AS k, COUNT(DISTINCT ticket_id) AS tickets FROM report_facts \
+             WHERE at >= $1 AND at < $2 AND {key} IS NOT NULL AND kind IN {HANDLED} GROUP BY {key}"
         ),
         range(),
     )
@@ -341,9 +541,50 @@ async fn report(
         range(),
     )
     .await?;
+    let mut samples: HashMap<(Uuid, String), Vec<f64>> = HashMap::new();
+    for Duration(k, kind, s) in durations {
+        if let Some(k) = k {
+            samples.entry((k, kind)).or_default().push(s);
+        }
+    }
+    Ok(Figures {
+        aggs,
+        handled: handled
+            .into_iter()
+            .filter_map(|Handled(k, n)| k.map(|k| (k, n.max(0) as u64)))
+            .collect(),
+        medians: samples
+            .into_iter()
+            .filter_map(|(k, mut v)| median(&mut v).map(|m| (k, m)))
+            .collect(),
+    })
+}
+
+/// The names of `ids` for `group`.
+async fn names_of(
+    pool: &DbPool,
+    group: Group,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, String>, ProjectionError> {
+    let names = match group {
+        Group::Agent => crate::people::names(pool, ids, &[]).await?.users,
+        Group::Department => crate::people::names(pool, &[], ids).await?.departments,
+    };
+    Ok(names)
+}
+
+async fn report(
+    pool: &DbPool,
+    group: Group,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<ReportRow>, ProjectionError> {
+    let f = figures(pool, group, from, to).await?;
     let mut rows: BTreeMap<Uuid, ReportRow> = BTreeMap::new();
     let blank = |id| ReportRow {
         id,
+        name: None,
+        tickets_handled: 0,
         tickets_created: 0,
         tickets_replied: 0,
         tickets_resolved: 0,
@@ -352,7 +593,7 @@ async fn report(
         ratings: 0,
         average_rating: None,
     };
-    for a in aggs {
+    for a in f.aggs {
         let Some(id) = a.key else { continue };
         let r = rows.entry(id).or_insert_with(|| blank(id));
         let tickets = a.tickets.max(0) as u64;
@@ -367,19 +608,128 @@ async fn report(
             _ => {}
         }
     }
-    let mut samples: HashMap<(Uuid, String), Vec<f64>> = HashMap::new();
-    for Duration(k, kind, s) in durations {
-        if let Some(k) = k {
-            samples.entry((k, kind)).or_default().push(s);
+    for (id, r) in rows.iter_mut() {
+        r.tickets_handled = f.handled.get(id).copied().unwrap_or_default();
+        r.median_first_response_seconds =
+            f.medians.get(&(*id, "first_response".to_owned())).copied();
+        r.median_resolution_seconds = f.medians.get(&(*id, "resolved".to_owned())).copied();
+    }
+    let ids: Vec<Uuid> = rows.keys().copied().collect();
+    let names = names_of(pool, group, &ids).await?;
+    for (id, r) in rows.iter_mut() {
+        r.name = names.get(id).cloned();
+    }
+    Ok(rows.into_values().collect())
+}
+
+/// One agent's or department's working time over a range (LiveAgent's
+/// time report).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimeRow {
+    /// The agent or department.
+    pub id: Uuid,
+    /// Its name, as the `people` projection has it (absent when unknown).
+    pub name: Option<String>,
+    /// Distinct tickets created, replied to, resolved or transferred in.
+    pub tickets_handled: u64,
+    /// Outbound public messages written.
+    pub replies: u64,
+    /// Median seconds from creation to the first response.
+    pub median_first_response_seconds: Option<f64>,
+    /// Median seconds from creation to resolution.
+    pub median_resolution_seconds: Option<f64>,
+    /// Seconds tickets were open on screen within the range: every view
+    /// from `user.viewing_ticket` to `user.left_ticket` (or the logout or
+    /// deactivation that ended it), cut to the range; a view still open
+    /// counts up to `now`.
+    pub open_seconds: f64,
+}
+
+struct View {
+    key: Option<Uuid>,
+    at: i64,
+    seconds: Option<f64>,
+}
+
+impl Record for View {
+    fn read(r: &dyn DbRow) -> Result<Self, sqlx::Error> {
+        Ok(View {
+            key: r.uuid("k")?,
+            at: r.int0("at")?,
+            seconds: r.real("seconds")?,
+        })
+    }
+}
+
+/// The time report per agent or department over `[from, to)`; `now` ends
+/// the views still open.
+pub async fn time(
+    pool: &DbPool,
+    group: Group,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Vec<TimeRow>, ProjectionError> {
+    let f = figures(pool, group, from, to).await?;
+    let key = group.column();
+    // Views that started before the end; those that ended before the start
+    // add nothing and are dropped below.
+    let views: Vec<View> = db::fetch(
+        pool,
+        &format!(
+            "SELECT {key} AS k, at, seconds FROM report_facts \
+             WHERE at < $1 AND {key} IS NOT NULL AND kind IN ('viewing', 'viewed')"
+        ),
+        vec![Arg::from(to)],
+    )
+    .await?;
+    let mut rows: BTreeMap<Uuid, TimeRow> = BTreeMap::new();
+    let blank = |id| TimeRow {
+        id,
+        name: None,
+        tickets_handled: 0,
+        replies: 0,
+        median_first_response_seconds: None,
+        median_resolution_seconds: None,
+        open_seconds: 0.0,
+    };
+    let (from_us, to_us, now_us) = (
+        from.timestamp_micros(),
+        to.timestamp_micros(),
+        now.timestamp_micros(),
+    );
+    for v in views {
+        let Some(id) = v.key else { continue };
+        let end = match v.seconds {
+            Some(s) => v.at + (s * 1e6).round() as i64,
+            None => now_us,
+        };
+        let overlap = end.min(to_us) - v.at.max(from_us);
+        if overlap > 0 {
+            rows.entry(id).or_insert_with(|| blank(id)).open_seconds += overlap as f64 / 1e6;
         }
     }
-    for ((id, kind), mut values) in samples {
-        let r = rows.entry(id).or_insert_with(|| blank(id));
+    for a in f.aggs {
+        let Some(id) = a.key else { continue };
+        if a.kind == "replied" {
+            rows.entry(id).or_insert_with(|| blank(id)).replies = a.n.max(0) as u64;
+        }
+    }
+    for (id, n) in &f.handled {
+        rows.entry(*id).or_insert_with(|| blank(*id)).tickets_handled = *n;
+    }
+    for ((id, kind), m) in &f.medians {
+        let r = rows.entry(*id).or_insert_with(|| blank(*id));
         match kind.as_str() {
-            "first_response" => r.median_first_response_seconds = median(&mut values),
-            "resolved" => r.median_resolution_seconds = median(&mut values),
+            "first_response" => r.median_first_response_seconds = Some(*m),
+            "resolved" => r.median_resolution_seconds = Some(*m),
             _ => {}
         }
+    }
+    let ids: Vec<Uuid> = rows.keys().copied().collect();
+    let names = names_of(pool, group, &ids).await?;
+    for (id, r) in rows.iter_mut() {
+        r.name = names.get(id).cloned();
     }
     Ok(rows.into_values().collect())
 }

@@ -300,6 +300,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .done(),
         )
         .service(
+            at("/api/v1/reports/time")
+                .on("GET", views::time_report)
+                .done(),
+        )
+        .service(
             at("/api/v1/admin/projections")
                 .on("GET", views::projections)
                 .done(),

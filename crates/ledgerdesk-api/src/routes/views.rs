@@ -153,6 +153,48 @@ pub struct ReportQuery {
     pub to: Option<DateTime<Utc>>,
 }
 
+/// One agent's or department's figures over the range.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReportRow {
+    /// The agent or department.
+    pub id: Uuid,
+    /// Its name (absent when the `people` projection does not know it).
+    pub name: Option<String>,
+    /// Distinct tickets created, replied to, resolved or transferred in.
+    pub tickets_handled: u64,
+    /// Tickets created (by the agent / filed under the department).
+    pub tickets_created: u64,
+    /// Distinct tickets with at least one outbound public message.
+    pub tickets_replied: u64,
+    /// Distinct tickets changed to resolved.
+    pub tickets_resolved: u64,
+    /// Median seconds from creation to the first response.
+    pub median_first_response_seconds: Option<f64>,
+    /// Median seconds from creation to resolution.
+    pub median_resolution_seconds: Option<f64>,
+    /// Ratings received (for agents: while assigned).
+    pub ratings: u64,
+    /// Their average.
+    pub average_rating: Option<f64>,
+}
+
+impl From<reports::ReportRow> for ReportRow {
+    fn from(r: reports::ReportRow) -> Self {
+        ReportRow {
+            id: r.id,
+            name: r.name,
+            tickets_handled: r.tickets_handled,
+            tickets_created: r.tickets_created,
+            tickets_replied: r.tickets_replied,
+            tickets_resolved: r.tickets_resolved,
+            median_first_response_seconds: r.median_first_response_seconds,
+            median_resolution_seconds: r.median_resolution_seconds,
+            ratings: r.ratings,
+            average_rating: r.average_rating,
+        }
+    }
+}
+
 /// Figures per agent or department.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Report {
@@ -161,8 +203,15 @@ pub struct Report {
     /// End of the range.
     pub to: DateTime<Utc>,
     /// One row per agent or department.
-    #[schema(value_type = Vec<Object>)]
-    pub rows: Vec<reports::ReportRow>,
+    pub rows: Vec<ReportRow>,
+}
+
+fn report(from: DateTime<Utc>, to: DateTime<Utc>, rows: Vec<reports::ReportRow>) -> Report {
+    Report {
+        from,
+        to,
+        rows: rows.into_iter().map(ReportRow::from).collect(),
+    }
 }
 
 fn range(q: &ReportQuery) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
@@ -189,7 +238,7 @@ pub async fn agent_report(
 ) -> Result<HttpResponse, ApiError> {
     let (from, to) = range(&query)?;
     let rows = reports::agents(&state.store.pool(), from, to).await?;
-    Ok(HttpResponse::Ok().json(Report { from, to, rows }))
+    Ok(HttpResponse::Ok().json(report(from, to, rows)))
 }
 
 /// The same figures per department.
@@ -206,7 +255,102 @@ pub async fn department_report(
 ) -> Result<HttpResponse, ApiError> {
     let (from, to) = range(&query)?;
     let rows = reports::departments(&state.store.pool(), from, to).await?;
-    Ok(HttpResponse::Ok().json(Report { from, to, rows }))
+    Ok(HttpResponse::Ok().json(report(from, to, rows)))
+}
+
+/// The range and grouping of the time report.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TimeQuery {
+    /// Start (RFC 3339), inclusive; default 30 days before `to`.
+    pub from: Option<DateTime<Utc>>,
+    /// End (RFC 3339), exclusive; default now.
+    pub to: Option<DateTime<Utc>>,
+    /// `agent` (default) or `department`.
+    #[param(pattern = "^(agent|department)$")]
+    pub group: Option<String>,
+}
+
+/// One agent's or department's working time over the range.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TimeRow {
+    /// The agent or department.
+    pub id: Uuid,
+    /// Its name (absent when the `people` projection does not know it).
+    pub name: Option<String>,
+    /// Distinct tickets created, replied to, resolved or transferred in.
+    pub tickets_handled: u64,
+    /// Outbound public messages written.
+    pub replies: u64,
+    /// Median seconds from creation to the first response.
+    pub median_first_response_seconds: Option<f64>,
+    /// Median seconds from creation to resolution.
+    pub median_resolution_seconds: Option<f64>,
+    /// Seconds tickets were open on screen within the range (a view still
+    /// open counts up to now).
+    pub open_seconds: f64,
+}
+
+/// The time report.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TimeReport {
+    /// Start of the range.
+    pub from: DateTime<Utc>,
+    /// End of the range.
+    pub to: DateTime<Utc>,
+    /// `agent` or `department`.
+    pub group: String,
+    /// One row per agent or department.
+    pub rows: Vec<TimeRow>,
+}
+
+/// Per agent or department: tickets handled, replies, median first
+/// response and resolution, and time with tickets open.
+#[utoipa::path(
+    get,
+    path = "/api/v1/reports/time",
+    tag = "reports",
+    params(TimeQuery),
+    responses((status = 200, description = "Working time per agent or department", body = TimeReport))
+)]
+pub async fn time_report(
+    state: web::Data<AppState>,
+    query: Query<TimeQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    let (group, name) = match q.group.as_deref().unwrap_or("agent") {
+        "agent" => (reports::Group::Agent, "agent"),
+        "department" => (reports::Group::Department, "department"),
+        _ => {
+            return Err(ApiError::bad_field(
+                "group",
+                "group must be agent or department",
+            ))
+        }
+    };
+    let (from, to) = range(&ReportQuery {
+        from: q.from,
+        to: q.to,
+    })?;
+    let rows = reports::time(&state.store.pool(), group, from, to, Utc::now()).await?;
+    Ok(HttpResponse::Ok().json(TimeReport {
+        from,
+        to,
+        group: name.into(),
+        rows: rows
+            .into_iter()
+            .map(|r| TimeRow {
+                id: r.id,
+                name: r.name,
+                tickets_handled: r.tickets_handled,
+                replies: r.replies,
+                median_first_response_seconds: r.median_first_response_seconds,
+                median_resolution_seconds: r.median_resolution_seconds,
+                open_seconds: r.open_seconds,
+            })
+            .collect(),
+    }))
 }
 
 /// Each projection's position, the log head, the lag and the state.
