@@ -6,11 +6,15 @@ use std::time::Duration;
 
 use ledgerdesk_tests::app::*;
 use ledgerdesk_tests::{backend_tests, TestDb};
+use chrono::{DateTime, Utc};
+use reqwest::Method;
 use serde_json::{json, Value};
+use uuid::Uuid;
 
 backend_tests!(
     seeded_people_are_listed_and_survive_a_rebuild,
     a_new_user_is_listed_at_the_position_of_its_creation,
+    reports_name_people_and_count_transfers_and_time,
 );
 
 async fn list(app: &TestApp, path: &str) -> Vec<Value> {
@@ -145,4 +149,221 @@ async fn a_new_user_is_listed_at_the_position_of_its_creation(db: &TestDb) {
         )
         .await;
     assert_eq!(problem(again, 409).await["code"], "email_taken");
+}
+
+/// An agent named `name`: (id, token).
+async fn agent(app: &TestApp, name: &str) -> (Uuid, String) {
+    let (id, token) = app.user("agent").await;
+    ok_json(
+        app.send(
+            Method::PATCH,
+            &format!("/api/v1/users/{id}"),
+            Some(&app.admin),
+            Some(json!({ "name": name })),
+        )
+        .await,
+    )
+    .await;
+    (id, token)
+}
+
+/// The log position a command answered with.
+async fn position(res: reqwest::Response) -> u64 {
+    ok_json(res).await["position"].as_u64().unwrap()
+}
+
+fn row<'a>(report: &'a Value, id: &str) -> &'a Value {
+    report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .unwrap_or_else(|| panic!("no row for {id}: {report}"))
+}
+
+fn seconds(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
+    (to.timestamp_micros() - from.timestamp_micros()) as f64 / 1e6
+}
+
+async fn reports_name_people_and_count_transfers_and_time(db: &TestDb) {
+    let app = spawn_app(db).await;
+    let billing = ok_json(
+        app.post("/api/v1/departments", &app.admin, json!({"name": "Billing"}))
+            .await,
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let returns = ok_json(
+        app.post("/api/v1/departments", &app.admin, json!({"name": "Returns"}))
+            .await,
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (first, first_token) = agent(&app, "First agent").await;
+    let (second, second_token) = agent(&app, "Second agent").await;
+    let (_, auditor) = app.user("auditor").await;
+
+    // One ticket's life: created and answered by the first agent (who has
+    // it open meanwhile), transferred to the second agent in Returns, who
+    // opens it, answers and resolves it and never leaves it.
+    let ticket = app.ticket(&first_token).await;
+    let t = |what: &str| format!("/api/v1/tickets/{ticket}/{what}");
+    let mut at = Vec::new();
+    let created = app.stream(&format!("ticket-{ticket}")).await[0].recorded_at;
+    at.push(position(app.post(&t("views"), &first_token, json!({})).await).await);
+    at.push(
+        position(
+            app.post(&t("messages"), &first_token, json!({"body": "On it."}))
+                .await,
+        )
+        .await,
+    );
+    at.push(position(app.send(Method::DELETE, &t("views"), Some(&first_token), None).await).await);
+    at.push(
+        position(
+            app.post(
+                &t("transfer"),
+                &first_token,
+                json!({"to_agent": second, "to_department": returns}),
+            )
+            .await,
+        )
+        .await,
+    );
+    at.push(position(app.post(&t("views"), &second_token, json!({})).await).await);
+    at.push(
+        position(
+            app.post(&t("messages"), &second_token, json!({"body": "Done."}))
+                .await,
+        )
+        .await,
+    );
+    at.push(
+        position(
+            app.post(&t("status"), &second_token, json!({"status": "resolved"}))
+                .await,
+        )
+        .await,
+    );
+    // Another ticket only ever transferred into Billing.
+    let other = app.ticket(&first_token).await;
+    let last = position(
+        app.post(
+            &format!("/api/v1/tickets/{other}/transfer"),
+            &first_token,
+            json!({ "to_department": billing }),
+        )
+        .await,
+    )
+    .await;
+    let events = app.events().await;
+    let time_of = |position: u64| {
+        events
+            .iter()
+            .find(|e| e.position == position)
+            .unwrap()
+            .recorded_at
+    };
+    let [viewed, replied, left, _transferred, second_viewed, _second_replied, resolved] =
+        [0, 1, 2, 3, 4, 5, 6].map(|i| time_of(at[i]));
+
+    // Reports read their own writes once the projections are there.
+    let wait = format!("/api/v1/tickets?min_position={last}");
+    ok_json(app.get(&wait, &auditor).await).await;
+    for _ in 0..100 {
+        let status = ok_json(app.get("/api/v1/admin/projections", &auditor).await).await;
+        if status["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["position"].as_u64().unwrap() >= last)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let departments = ok_json(app.get("/api/v1/reports/departments", &auditor).await).await;
+    let billing_row = row(&departments, &billing);
+    assert_eq!(billing_row["name"], "Billing", "{departments}");
+    assert_eq!(billing_row["tickets_handled"], 1);
+    assert_eq!(billing_row["tickets_created"], 0);
+    let returns_row = row(&departments, &returns);
+    assert_eq!(returns_row["name"], "Returns");
+    assert_eq!(returns_row["tickets_handled"], 1);
+    assert_eq!(returns_row["tickets_resolved"], 1);
+    let agents = ok_json(app.get("/api/v1/reports/agents", &auditor).await).await;
+    assert_eq!(row(&agents, &first.to_string())["name"], "First agent");
+    assert_eq!(row(&agents, &first.to_string())["tickets_handled"], 2);
+    assert_eq!(row(&agents, &second.to_string())["name"], "Second agent");
+
+    // The time report over [creation, just after the resolution): the second
+    // agent's view is still open and counts up to the end of the range.
+    let from = created;
+    let to = resolved + chrono::Duration::microseconds(1);
+    let range = format!(
+        "from={}&to={}",
+        from.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        to.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    )
+    .replace('+', "%2B");
+    let by_agent = ok_json(
+        app.get(&format!("/api/v1/reports/time?{range}&group=agent"), &auditor)
+            .await,
+    )
+    .await;
+    assert_eq!(by_agent["group"], "agent");
+    assert_eq!(by_agent["rows"].as_array().unwrap().len(), 2, "{by_agent}");
+    let a = row(&by_agent, &first.to_string());
+    assert_eq!(a["name"], "First agent");
+    assert_eq!(a["tickets_handled"], 1);
+    assert_eq!(a["replies"], 1);
+    assert_eq!(
+        a["median_first_response_seconds"],
+        json!(seconds(created, replied))
+    );
+    assert_eq!(a["median_resolution_seconds"], Value::Null);
+    assert_eq!(a["open_seconds"], json!(seconds(viewed, left)));
+    let b = row(&by_agent, &second.to_string());
+    assert_eq!(b["name"], "Second agent");
+    assert_eq!(b["tickets_handled"], 1);
+    assert_eq!(b["replies"], 1);
+    assert_eq!(b["median_first_response_seconds"], Value::Null);
+    assert_eq!(
+        b["median_resolution_seconds"],
+        json!(seconds(created, resolved))
+    );
+    assert_eq!(b["open_seconds"], json!(seconds(second_viewed, to)));
+
+    let by_department = ok_json(
+        app.get(
+            &format!("/api/v1/reports/time?{range}&group=department"),
+            &auditor,
+        )
+        .await,
+    )
+    .await;
+    // The ticket had no department until the transfer; Billing's transfer
+    // came after the range.
+    assert_eq!(by_department["rows"].as_array().unwrap().len(), 1, "{by_department}");
+    let r = row(&by_department, &returns);
+    assert_eq!(r["name"], "Returns");
+    assert_eq!(r["tickets_handled"], 1);
+    assert_eq!(r["replies"], 1);
+    assert_eq!(
+        r["median_resolution_seconds"],
+        json!(seconds(created, resolved))
+    );
+    assert_eq!(r["open_seconds"], json!(seconds(second_viewed, to)));
+
+    problem(
+        app.get("/api/v1/reports/time?group=team", &auditor).await,
+        400,
+    )
+    .await;
+    problem(app.get("/api/v1/reports/time", &first_token).await, 403).await;
 }
