@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use ledgerdesk_tests::app::*;
 use ledgerdesk_tests::{backend_tests, TestDb};
-use chrono::{DateTime, Utc};
 use reqwest::Method;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -48,7 +48,9 @@ async fn seeded_people_are_listed_and_survive_a_rebuild(db: &TestDb) {
     // The seed's 20 agents and the first admin; never the system account.
     assert_eq!(users.len(), 21, "{users:?}");
     assert!(users.iter().any(|u| u["name"] == "Agent 20"));
-    assert!(users.iter().all(|u| u["email"] != "system@ledgerdesk.invalid"));
+    assert!(users
+        .iter()
+        .all(|u| u["email"] != "system@ledgerdesk.invalid"));
     let departments = list(&app, &departments_path).await;
     let names: Vec<&str> = departments
         .iter()
@@ -57,8 +59,11 @@ async fn seeded_people_are_listed_and_survive_a_rebuild(db: &TestDb) {
     assert_eq!(names, ["Billing", "Returns", "Sales", "Technical support"]);
     let agent = users.iter().find(|u| u["name"] == "Agent 1").unwrap();
     let one = ok_json(
-        app.get(&format!("/api/v1/users/{}", agent["id"].as_str().unwrap()), &app.admin)
-            .await,
+        app.get(
+            &format!("/api/v1/users/{}", agent["id"].as_str().unwrap()),
+            &app.admin,
+        )
+        .await,
     )
     .await;
     assert_eq!(one["email"], agent["email"]);
@@ -119,8 +124,11 @@ async fn a_new_user_is_listed_at_the_position_of_its_creation(db: &TestDb) {
     .await;
     let position = created["position"].as_u64().unwrap();
     let page = ok_json(
-        app.get(&format!("/api/v1/users?min_position={position}"), &app.admin)
-            .await,
+        app.get(
+            &format!("/api/v1/users?min_position={position}"),
+            &app.admin,
+        )
+        .await,
     )
     .await;
     assert!(page["position"].as_u64().unwrap() >= position, "{page}");
@@ -188,16 +196,24 @@ fn seconds(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
 async fn reports_name_people_and_count_transfers_and_time(db: &TestDb) {
     let app = spawn_app(db).await;
     let billing = ok_json(
-        app.post("/api/v1/departments", &app.admin, json!({"name": "Billing"}))
-            .await,
+        app.post(
+            "/api/v1/departments",
+            &app.admin,
+            json!({"name": "Billing"}),
+        )
+        .await,
     )
     .await["id"]
         .as_str()
         .unwrap()
         .to_string();
     let returns = ok_json(
-        app.post("/api/v1/departments", &app.admin, json!({"name": "Returns"}))
-            .await,
+        app.post(
+            "/api/v1/departments",
+            &app.admin,
+            json!({"name": "Returns"}),
+        )
+        .await,
     )
     .await["id"]
         .as_str()
@@ -222,7 +238,13 @@ async fn reports_name_people_and_count_transfers_and_time(db: &TestDb) {
         )
         .await,
     );
-    at.push(position(app.send(Method::DELETE, &t("views"), Some(&first_token), None).await).await);
+    at.push(
+        position(
+            app.send(Method::DELETE, &t("views"), Some(&first_token), None)
+                .await,
+        )
+        .await,
+    );
     at.push(
         position(
             app.post(
@@ -312,8 +334,11 @@ async fn reports_name_people_and_count_transfers_and_time(db: &TestDb) {
     )
     .replace('+', "%2B");
     let by_agent = ok_json(
-        app.get(&format!("/api/v1/reports/time?{range}&group=agent"), &auditor)
-            .await,
+        app.get(
+            &format!("/api/v1/reports/time?{range}&group=agent"),
+            &auditor,
+        )
+        .await,
     )
     .await;
     assert_eq!(by_agent["group"], "agent");
@@ -349,7 +374,11 @@ async fn reports_name_people_and_count_transfers_and_time(db: &TestDb) {
     .await;
     // The ticket had no department until the transfer; Billing's transfer
     // came after the range.
-    assert_eq!(by_department["rows"].as_array().unwrap().len(), 1, "{by_department}");
+    assert_eq!(
+        by_department["rows"].as_array().unwrap().len(),
+        1,
+        "{by_department}"
+    );
     let r = row(&by_department, &returns);
     assert_eq!(r["name"], "Returns");
     assert_eq!(r["tickets_handled"], 1);

@@ -114,7 +114,6 @@ pub struct FileRow {
     pub erased: bool,
 }
 
-
 impl Db {
     /// On the store's pool.
     pub fn new(pool: DbPool) -> Self {
@@ -173,7 +172,12 @@ impl Db {
 
     /// Copy a user's role and activity (from its stream, after a command)
     /// into the account that sessions and logins are checked against.
-    pub async fn update_account(&self, id: Uuid, role: &str, active: bool) -> Result<(), sqlx::Error> {
+    pub async fn update_account(
+        &self,
+        id: Uuid,
+        role: &str,
+        active: bool,
+    ) -> Result<(), sqlx::Error> {
         let sql = "UPDATE api_users SET role = $2, active = $3 WHERE user_id = $1";
         let id = id.to_string();
         on_pool!(&self.pool, |p| {

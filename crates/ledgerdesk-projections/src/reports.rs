@@ -207,7 +207,11 @@ impl Projection for ReportsProjection {
                             active: Some(FieldChange { after: false, .. }),
                             ..
                         } => {
-                            let keys: Vec<_> = open.range((user, Uuid::nil())..).take_while(|(k, _)| k.0 == user).map(|(k, _)| *k).collect();
+                            let keys: Vec<_> = open
+                                .range((user, Uuid::nil())..)
+                                .take_while(|(k, _)| k.0 == user)
+                                .map(|(k, _)| *k)
+                                .collect();
                             for key in keys {
                                 close(key, &mut open);
                             }
@@ -322,7 +326,11 @@ impl Projection for ReportsProjection {
             tx.execute(&sql, chunk.iter().map(|p| Arg::from(*p)).collect())
                 .await?;
         }
-        facts.extend(open.values().filter(|v| !v.stored).map(OpenView::still_open));
+        facts.extend(
+            open.values()
+                .filter(|v| !v.stored)
+                .map(OpenView::still_open),
+        );
         tx.insert(&facts_table, FACT_COLUMNS, "", facts).await?;
         Ok(())
     }
@@ -716,7 +724,9 @@ pub async fn time(
         }
     }
     for (id, n) in &f.handled {
-        rows.entry(*id).or_insert_with(|| blank(*id)).tickets_handled = *n;
+        rows.entry(*id)
+            .or_insert_with(|| blank(*id))
+            .tickets_handled = *n;
     }
     for ((id, kind), m) in &f.medians {
         let r = rows.entry(*id).or_insert_with(|| blank(*id));

@@ -112,6 +112,7 @@ mod tests {
         ("sqlite", 20, "fc8e826016dd77e2"),
         ("sqlite", 30, "d622ac1f696ae2ac"),
         ("sqlite", 40, "4c749260ff460ccb"),
+        ("sqlite", 60, "279aca616abe9bb1"),
         ("postgres", 1, "7804d3120762023b"),
         ("postgres", 2, "016a0002a021cc07"),
         ("postgres", 3, "fa081db32390d0c2"),
@@ -120,6 +121,7 @@ mod tests {
         ("postgres", 20, "13262687520a7ed2"),
         ("postgres", 30, "e0ce9d98308e48f2"),
         ("postgres", 40, "aa8d0abbbfefad4f"),
+        ("postgres", 60, "279aca616abe9bb1"),
     ];
 
     #[test]

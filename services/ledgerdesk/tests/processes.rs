@@ -14,7 +14,7 @@ use ledgerdesk_projections::{runner::lease_key, tickets, Projector};
 use ledgerdesk_store::{DbPool, EventStore};
 use ledgerdesk_tests::{Kind, TestDb};
 
-const NAMES: [&str; 4] = ["tickets", "audit", "presence", "reports"];
+const NAMES: [&str; 5] = ["tickets", "audit", "presence", "reports", "people"];
 
 fn worker(db: &TestDb) -> Child {
     Command::new(env!("CARGO_BIN_EXE_ledgerdesk"))
