@@ -49,7 +49,7 @@ const TABLES: &[Table] = &[
     ticket_id  TEXT NOT NULL,
     agent      TEXT,
     department TEXT,
-    seconds    {real},                   -- first_response, resolved: since creation; viewed: length
+    seconds    {real},                   -- first_response, resolved: since creation, viewed: its length
     rating     {int},                    -- rated: 1 to 5
     PRIMARY KEY (position, kind)
 ",

@@ -135,6 +135,17 @@ mod tests {
     }
 
     #[test]
+    fn table_templates_hold_no_semicolon() {
+        // `Tx::batch` splits DDL on `;`: one in a column comment breaks
+        // every shadow rebuild and ensure_schema of that table.
+        for p in crate::runner::builtin() {
+            for t in p.tables() {
+                assert!(!t.columns.contains(';'), "{}: `;` in {}", p.name(), t.name);
+            }
+        }
+    }
+
+    #[test]
     fn migrations_hold_exactly_the_crate_schema() {
         // `LEDGERDESK_WRITE_MIGRATIONS=1 cargo test -p ledgerdesk-projections`
         // regenerates the files after a schema change.

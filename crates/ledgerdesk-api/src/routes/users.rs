@@ -52,9 +52,9 @@ impl PeoplePage {
     }
 }
 
-/// `?min_position=` of a single user.
+/// `?min_position=` of a single user (other parameters are ignored, as
+/// they were before the read came from a projection).
 #[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct AtPosition {
     /// Wait until the `people` projection has applied this log position.

@@ -260,7 +260,6 @@ pub async fn department_report(
 
 /// The range and grouping of the time report.
 #[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct TimeQuery {
     /// Start (RFC 3339), inclusive; default 30 days before `to`.
