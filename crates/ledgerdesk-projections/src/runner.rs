@@ -551,6 +551,16 @@ impl Projector {
             .collect();
         let names = self.names();
         let mut tx = db::begin_write(&pool).await?;
+        if dialect == Dialect::Postgres {
+            // Every worker of every process runs this at start; two
+            // concurrent `CREATE TABLE`s of a table no migration made (a
+            // projection added since) collide in PostgreSQL's catalogue.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock($1)",
+                vec![lease_key("ensure_schema").into()],
+            )
+            .await?;
+        }
         for t in tables {
             if !table_exists(&mut tx, t.name.to_owned()).await? {
                 tx.batch(&t.create_table(dialect, t.name)).await?;
