@@ -12,12 +12,13 @@
 //!   rebuilds and as-of files.
 //! - [`db`]: one transaction type for both backends, so SQL is written once.
 //! - [`personal`]: the single place personal data (`payload.pii`) is read.
-//! - One module per read model with its queries: [`tickets`], [`audit`],
-//!   [`presence`], [`reports`], [`people`] (users and departments, and the
-//!   names every other read model shows).
+//! - One module per read model with its queries: [`tickets`],
+//!   [`conversation`], [`audit`], [`presence`], [`reports`], [`people`]
+//!   (users and departments, and the names every other read model shows).
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod conversation;
 pub mod db;
 mod error;
 pub mod people;

@@ -162,6 +162,7 @@ pub trait Projection: Send + Sync + 'static {
 pub fn builtin() -> Vec<Arc<dyn Projection>> {
     vec![
         Arc::new(crate::tickets::TicketsProjection),
+        Arc::new(crate::conversation::ConversationProjection),
         Arc::new(crate::audit::AuditProjection),
         Arc::new(crate::presence::PresenceProjection),
         Arc::new(crate::reports::ReportsProjection),

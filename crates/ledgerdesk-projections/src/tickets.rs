@@ -429,6 +429,20 @@ fn fold(state: &mut HashMap<Uuid, TicketRow>, e: &Event, ev: &TicketEvent) -> bo
     true
 }
 
+/// One ticket's row folded in memory from its own stream, the way the
+/// projection folds it (time travel); `None` before it was created.
+pub fn fold_stream(events: &[Event]) -> Option<TicketRow> {
+    let mut state = HashMap::new();
+    let mut id = None;
+    for e in events {
+        if let Some(AnyEvent::Ticket(ev)) = &e.domain {
+            id = Some(ev.ticket_id());
+            fold(&mut state, e, ev);
+        }
+    }
+    id.and_then(|id| state.remove(&id))
+}
+
 /// Filters of [`list`]; every field is optional and they combine with AND.
 #[derive(Debug, Clone, Default)]
 pub struct TicketFilter {

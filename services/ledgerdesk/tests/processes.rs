@@ -14,7 +14,14 @@ use ledgerdesk_projections::{runner::lease_key, tickets, Projector};
 use ledgerdesk_store::{DbPool, EventStore};
 use ledgerdesk_tests::{Kind, TestDb};
 
-const NAMES: [&str; 5] = ["tickets", "audit", "presence", "reports", "people"];
+const NAMES: [&str; 6] = [
+    "tickets",
+    "conversation",
+    "audit",
+    "presence",
+    "reports",
+    "people",
+];
 
 fn worker(db: &TestDb) -> Child {
     Command::new(env!("CARGO_BIN_EXE_ledgerdesk"))
