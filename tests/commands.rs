@@ -599,7 +599,7 @@ async fn split_writes_both_streams_atomically(db: &TestDb) {
     let split = Split {
         new_ticket_id: None,
         message_ids: moved.clone(),
-        subject: "Second question".into(),
+        subject: Some("Second question".into()),
         body: "Split off the refund ticket.".into(),
     };
     let done = helpdesk

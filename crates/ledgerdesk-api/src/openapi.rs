@@ -11,7 +11,8 @@ use utoipa::OpenApi;
 
 use crate::permissions::{self, Access};
 use crate::routes::{
-    audit, auth, departments, files, health, ledger, privacy, settings, tickets, users, views,
+    audit, auth, conversation, departments, files, health, ledger, privacy, settings, tickets,
+    users, views,
 };
 
 #[derive(OpenApi)]
@@ -38,7 +39,8 @@ use crate::routes::{
         departments::update,
         tickets::create,
         views::list_tickets,
-        tickets::get,
+        conversation::get,
+        conversation::messages,
         tickets::message,
         tickets::note,
         files::upload,

@@ -71,6 +71,7 @@ pub const PERMISSIONS: &[Permission] = &[
     p("POST", "/api/v1/admin/erasure", ADMIN),
     p("GET", "/api/v1/tickets/{id}", ALL),
     p("GET", "/api/v1/tickets/{id}/history", ALL),
+    p("GET", "/api/v1/tickets/{id}/messages", ALL),
     p("POST", "/api/v1/tickets/{id}/messages", STAFF),
     p("POST", "/api/v1/tickets/{id}/notes", STAFF),
     p("POST", "/api/v1/tickets/{id}/files", STAFF),

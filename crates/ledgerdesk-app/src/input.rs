@@ -189,8 +189,9 @@ pub struct Split {
     pub new_ticket_id: Option<Uuid>,
     /// Messages to move.
     pub message_ids: Vec<Uuid>,
-    /// The new ticket's subject line.
-    pub subject: String,
+    /// The new ticket's subject line; the source's when absent.
+    #[serde(default)]
+    pub subject: Option<String>,
     /// The new ticket's opening text.
     pub body: String,
 }

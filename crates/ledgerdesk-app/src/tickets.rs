@@ -415,13 +415,17 @@ impl Helpdesk {
                         message_ids: input.message_ids.clone(),
                     };
                     let moved = decide_all(&source.state, &[split])?;
+                    let inherited = inherited(source)?;
                     let create = TicketCommand::Create(CreateTicket {
                         ticket_id: new_ticket_id,
                         message_id,
-                        subject: input.subject.clone(),
+                        subject: input
+                            .subject
+                            .clone()
+                            .unwrap_or_else(|| inherited.subject.clone()),
                         body: input.body.clone(),
                         split_from: Some(ticket_id),
-                        ..inherited(source)?
+                        ..inherited
                     });
                     let note = TicketCommand::AddSystemMessage {
                         text: format!("ticket was split from ticket {ticket_id}"),
@@ -538,7 +542,8 @@ impl Helpdesk {
 }
 
 /// What a ticket split off `source` keeps of it: requester, channel,
-/// priority, department and tags (the caller fills in the rest).
+/// priority, department, tags and (unless the caller gives another) the
+/// subject line.
 fn inherited(source: &Loaded<Ticket>) -> Result<CreateTicket, AppError> {
     let created = source.events.iter().find_map(|e| match e {
         TicketEvent::Created {
@@ -557,7 +562,7 @@ fn inherited(source: &Loaded<Ticket>) -> Result<CreateTicket, AppError> {
     Ok(CreateTicket {
         ticket_id: Uuid::nil(),
         channel: channel.as_str().to_string(),
-        subject: String::new(),
+        subject: pii.data.subject.clone(),
         body: String::new(),
         message_id: Uuid::nil(),
         requester: Requester {

@@ -105,6 +105,11 @@ pub struct EventsQuery {
     /// `ledger` (default) or `cloudevents`.
     #[param(value_type = Option<String>, pattern = "^(ledger|cloudevents)$")]
     pub format: Option<String>,
+    /// Accepted like on every read; always met, since this reads the log
+    /// itself.
+    #[param(minimum = 0)]
+    #[serde(default, deserialize_with = "super::position")]
+    pub min_position: Option<u64>,
 }
 
 /// An event exactly as stored and hashed.
@@ -485,6 +490,11 @@ pub struct ProofQuery {
     /// size; the log's size before the first checkpoint).
     #[param(value_type = Option<u64>, minimum = 1)]
     pub tree_size: Option<String>,
+    /// Accepted like on every read; always met, since this reads the log
+    /// itself.
+    #[param(minimum = 0)]
+    #[serde(default, deserialize_with = "super::position")]
+    pub min_position: Option<u64>,
 }
 
 /// An inclusion proof (RFC 9162 §2.1.3); the same fields as
@@ -587,6 +597,11 @@ pub struct ConsistencyQuery {
     /// log's size before the first checkpoint).
     #[param(value_type = Option<u64>, minimum = 0)]
     pub to: Option<String>,
+    /// Accepted like on every read; always met, since this reads the log
+    /// itself.
+    #[param(minimum = 0)]
+    #[serde(default, deserialize_with = "super::position")]
+    pub min_position: Option<u64>,
 }
 
 /// A consistency proof (RFC 9162 §2.1.4) between the trees of the first
@@ -675,6 +690,11 @@ pub struct CheckpointsQuery {
     /// At most this many (1 to 1000, default 100).
     #[param(value_type = Option<u64>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
+    /// Accepted like on every read; always met, since this reads the log
+    /// itself.
+    #[param(minimum = 0)]
+    #[serde(default, deserialize_with = "super::position")]
+    pub min_position: Option<u64>,
 }
 
 /// A page of signed checkpoints, oldest first.

@@ -4,10 +4,12 @@
 
 pub mod audit;
 pub mod auth;
+pub mod conversation;
 pub mod departments;
 pub mod files;
 pub mod health;
 pub mod ledger;
+pub mod names;
 pub mod privacy;
 pub mod settings;
 pub mod tickets;
@@ -322,7 +324,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .on("POST", privacy::erase)
                 .done(),
         )
-        .service(at("/api/v1/tickets/{id}").on("GET", tickets::get).done())
+        .service(
+            at("/api/v1/tickets/{id}")
+                .on("GET", conversation::get)
+                .done(),
+        )
         .service(
             at("/api/v1/tickets/{id}/history")
                 .on("GET", tickets::history)
@@ -330,6 +336,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(
             at("/api/v1/tickets/{id}/messages")
+                .on("GET", conversation::messages)
                 .on("POST", tickets::message)
                 .done(),
         )

@@ -58,35 +58,6 @@ pub struct CreateTicket {
     pub tags: Vec<String>,
 }
 
-/// A ticket as its stream has it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TicketView {
-    /// The ticket id.
-    pub id: Uuid,
-    /// Life-cycle status.
-    pub status: String,
-    /// Priority.
-    pub priority: String,
-    /// The channel it came through.
-    pub channel: Option<String>,
-    /// Assigned agent.
-    pub assignee: Option<Uuid>,
-    /// Department.
-    pub department_id: Option<Uuid>,
-    /// Tags.
-    pub tags: Vec<String>,
-    /// Messages still on the ticket.
-    pub message_ids: Vec<Uuid>,
-    /// The customer's latest rating.
-    pub rating: Option<u8>,
-    /// The ticket it was merged into.
-    pub merged_into: Option<Uuid>,
-    /// The ticket it was split from.
-    pub split_from: Option<Uuid>,
-    /// The stream version (also the `ETag`).
-    pub version: u64,
-}
-
 /// A message: a reply (or, with `direction: inbound`, the customer's
 /// message), or with `internal: true` a message between agents.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -175,8 +146,9 @@ pub struct RankingRequest {
 pub struct SplitRequest {
     /// Messages to move.
     pub message_ids: Vec<Uuid>,
-    /// The new ticket's subject.
-    pub subject: String,
+    /// The new ticket's subject; the original's when absent.
+    #[serde(default)]
+    pub subject: Option<String>,
     /// The new ticket's opening text.
     pub body: String,
 }
@@ -288,6 +260,11 @@ pub struct AsOf {
     #[param(minimum = 0)]
     #[serde(default, deserialize_with = "super::position")]
     pub at_position: Option<u64>,
+    /// Accepted like on every read; trivially met, since the history is
+    /// read from the log itself.
+    #[param(minimum = 0)]
+    #[serde(default, deserialize_with = "super::position")]
+    pub min_position: Option<u64>,
 }
 
 impl AsOf {
@@ -304,57 +281,6 @@ impl AsOf {
             ..StreamRange::all()
         })
     }
-
-    fn is_past(&self) -> bool {
-        self.as_of.is_some() || self.at_position.is_some()
-    }
-}
-
-/// One ticket, folded from its stream; with `as_of` or `at_position`, as it
-/// stood then, rebuilt from the log.
-#[utoipa::path(
-    get,
-    path = "/api/v1/tickets/{id}",
-    tag = "tickets",
-    params(IdPath, AsOf),
-    responses((status = 200, description = "The ticket", body = TicketView, headers(("ETag" = String))))
-)]
-pub async fn get(
-    state: web::Data<AppState>,
-    path: web::Path<IdPath>,
-    when: Query<AsOf>,
-) -> Result<HttpResponse, ApiError> {
-    let id = path.id;
-    let (ticket, version) = state
-        .helpdesk
-        .ticket_as_of(id, when.range()?)
-        .await?
-        .ok_or_else(|| {
-            if when.is_past() {
-                ApiError::NotFound {
-                    code: "ticket_not_found",
-                    detail: format!("ticket {id} did not exist yet at that moment"),
-                }
-            } else {
-                ticket_not_found(id)
-            }
-        })?;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::ETAG, etag(version)))
-        .json(TicketView {
-            id,
-            status: ticket.status.as_str().to_string(),
-            priority: ticket.priority.as_str().to_string(),
-            channel: ticket.channel.map(|c| c.as_str().to_string()),
-            assignee: ticket.assignee,
-            department_id: ticket.department,
-            tags: ticket.tags.into_iter().collect(),
-            message_ids: ticket.message_ids.into_iter().collect(),
-            rating: ticket.rating,
-            merged_into: ticket.merged_into,
-            split_from: ticket.split_from,
-            version,
-        }))
 }
 
 /// A ticket's history.
