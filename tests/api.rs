@@ -471,7 +471,7 @@ async fn a_ticket_lives_its_whole_life_over_http(db: &TestDb) {
     let ticket = ok_json(res).await;
     assert_eq!(ticket["status"], "open");
     assert_eq!(ticket["priority"], "urgent");
-    assert_eq!(ticket["assignee"], agent_id.to_string());
+    assert_eq!(ticket["assignee"]["id"], agent_id.to_string());
     assert_eq!(ticket["tags"], json!(["refund"]));
     assert_eq!(ticket["rating"], 5);
 

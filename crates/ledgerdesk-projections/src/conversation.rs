@@ -41,7 +41,7 @@ const TABLES: &[Table] = &[
         columns: "
     ticket_id        TEXT NOT NULL,        -- the ticket the item is on now
     position         {int} NOT NULL,       -- log position of the event that wrote it
-    item_id          TEXT NOT NULL,        -- message, note or file id; the event id otherwise
+    item_id          TEXT NOT NULL,        -- message, note or file id (else the event id)
     kind             TEXT NOT NULL,        -- message, internal_message, note, chat, call, …
     action           TEXT NOT NULL,        -- catalogue code of the event
     author_kind      TEXT NOT NULL,        -- agent, customer or system
@@ -277,10 +277,10 @@ pub fn item_of(e: &Event, ev: &TicketEvent) -> Option<ItemRow> {
         } => {
             item.item_id = *message_id;
             item.channel = Some(channel.as_str().to_owned());
-            item.direction = Some("inbound".into());
             let author = if split_from.is_some() {
                 acting
             } else {
+                item.direction = Some("inbound".into());
                 customer
             };
             ("message", author)

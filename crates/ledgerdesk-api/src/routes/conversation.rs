@@ -171,8 +171,8 @@ pub struct ConversationPage {
     /// Pass as `cursor` for the next page; absent at the end.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
-    /// The log position the answer reflects: how far the projection had
-    /// read, or the point of a time-travel read.
+    /// The log position the answer reflects: how far the projections had
+    /// read; for a time-travel read, the ticket's last event at that point.
     pub position: u64,
 }
 
@@ -313,8 +313,12 @@ async fn read_past(state: &AppState, id: Uuid, until: u64) -> Result<Read, ApiEr
     for e in &events {
         thread.apply(e);
     }
-    reached(state, "conversation", Some(until)).await?;
-    let merged_from = conversation::links(&state.store.pool(), id, Some(until))
+    // The ticket's last event at the point stands for the point: a merge
+    // into it wrote a system message on it in the same append, so no link
+    // at or before the point is later than that event.
+    let position = row.position;
+    reached(state, "conversation", Some(position)).await?;
+    let merged_from = conversation::links(&state.store.pool(), id, Some(position))
         .await?
         .into_iter()
         .filter(|l| l.relation == "merged_from")
@@ -328,7 +332,7 @@ async fn read_past(state: &AppState, id: Uuid, until: u64) -> Result<Read, ApiEr
         },
         merged_from,
         split_into: thread.split_into.into_iter().map(|(t, _)| t).collect(),
-        position: until,
+        position,
     })
 }
 
