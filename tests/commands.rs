@@ -492,7 +492,7 @@ async fn refusals_write_nothing(db: &TestDb) {
             .message_ids
             .into_iter()
             .collect(),
-        subject: "part two".into(),
+        subject: Some("part two".into()),
         body: "moved".into(),
     };
     assert_refused(
