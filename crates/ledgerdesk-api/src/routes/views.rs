@@ -389,7 +389,7 @@ pub struct RebuildStarted {
     post,
     path = "/api/v1/admin/projections/{name}/rebuild",
     tag = "projections",
-    params(("name" = String, Path, description = "tickets, audit, presence, reports or people")),
+    params(("name" = String, Path, description = "tickets, conversation, audit, presence, reports or people")),
     responses((status = 202, description = "The rebuild started", body = RebuildStarted))
 )]
 pub async fn rebuild(
