@@ -319,6 +319,29 @@ mod tests {
     }
 
     #[test]
+    fn a_ticket_and_its_conversation_have_typed_schemas() {
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        for name in [
+            "TicketView",
+            "ConversationPage",
+            "ConversationItem",
+            "Author",
+            "Attachment",
+        ] {
+            assert!(
+                schemas[name]["properties"].is_object(),
+                "{name} is not typed"
+            );
+        }
+        for path in ["/api/v1/tickets/{id}", "/api/v1/tickets/{id}/messages"] {
+            let schema = &doc["paths"][path]["get"]["responses"]["200"]["content"]
+                ["application/json"]["schema"];
+            assert!(schema["$ref"].is_string(), "{path}: {schema}");
+        }
+    }
+
+    #[test]
     fn protected_operations_declare_bearer_and_401_403() {
         let doc = document();
         assert_eq!(doc["openapi"], "3.1.0");
