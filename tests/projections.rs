@@ -1,4 +1,4 @@
-//! Projections on both backends: the runner, the four read models, rebuilds,
+//! Projections on both backends: the runner, the read models, rebuilds,
 //! as-of builds and (PostgreSQL) the one-worker-per-projection lease.
 
 use std::collections::HashSet;

@@ -102,13 +102,13 @@ enum ProjectionsCommand {
     /// Rebuild one projection from the whole log into shadow tables while
     /// the live one keeps serving, then swap them in atomically.
     Rebuild {
-        /// tickets, audit, presence, reports or people.
+        /// tickets, conversation, audit, presence, reports or people.
         name: String,
     },
     /// Build one projection as it stood at a past moment into a separate
     /// SQLite file, without touching the live database.
     Build {
-        /// tickets, audit, presence, reports or people.
+        /// tickets, conversation, audit, presence, reports or people.
         name: String,
         /// A past time (RFC 3339, e.g. 2026-11-20T09:00:00Z).
         #[arg(
