@@ -185,7 +185,7 @@ async fn postgres_one_worker_per_projection_and_a_survivor_takes_over() {
     wait_until(
         "the first worker to take every lease and catch up",
         || async {
-            leases(&pool).await == [1, 1, 1, 1, 1] && all_caught_up(&pool, head as i64).await
+            leases(&pool).await == [1; NAMES.len()] && all_caught_up(&pool, head as i64).await
         },
     )
     .await;
@@ -194,7 +194,7 @@ async fn postgres_one_worker_per_projection_and_a_survivor_takes_over() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
         leases(&pool).await,
-        [1, 1, 1, 1, 1],
+        [1; NAMES.len()],
         "one holder per projection"
     );
 
@@ -205,7 +205,7 @@ async fn postgres_one_worker_per_projection_and_a_survivor_takes_over() {
         .unwrap();
     let new_head = (head + more.events) as i64;
     wait_until("the survivor to take over and catch up", || async {
-        leases(&pool).await == [1, 1, 1, 1, 1] && all_caught_up(&pool, new_head).await
+        leases(&pool).await == [1; NAMES.len()] && all_caught_up(&pool, new_head).await
     })
     .await;
     b.kill().unwrap();
