@@ -537,45 +537,4 @@ impl Db {
     }
 }
 
-impl Db {
-    /// `(id, name)` of the users (or departments) among `ids`, for
-    /// display; unknown ids are left out.
-    pub async fn display_names(
-        &self,
-        of: NameTable,
-        ids: &[Uuid],
-    ) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
-        let (table, key) = match of {
-            NameTable::Users => ("api_users", "user_id"),
-            NameTable::Departments => ("api_departments", "department_id"),
-        };
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(500) {
-            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let sql = format!(
-                "SELECT {key}, name FROM {table} WHERE {key} IN ({})",
-                marks.join(", ")
-            );
-            let rows: Vec<(String, String)> = on_pool!(&self.pool, |p| {
-                let mut q = sqlx::query_as(&sql);
-                for id in chunk {
-                    q = q.bind(id.to_string());
-                }
-                q.fetch_all(p).await?
-            });
-            out.extend(rows.into_iter().map(|(id, name)| (parse_uuid(&id), name)));
-        }
-        Ok(out)
-    }
-}
-
-/// Which names [`Db::display_names`] reads.
-#[derive(Debug, Clone, Copy)]
-pub enum NameTable {
-    /// `api_users`.
-    Users,
-    /// `api_departments`.
-    Departments,
-}
-
 type StoredTuple = (String, Option<i64>, Option<String>, Option<String>, i64);

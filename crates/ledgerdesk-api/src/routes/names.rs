@@ -2,11 +2,11 @@
 //! people read (authors, assignees, departments). Every name lookup goes
 //! through [`names`], so where names come from can change in one place.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
+use ledgerdesk_projections::people;
 use uuid::Uuid;
 
-use crate::db::NameTable;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -30,29 +30,15 @@ impl Names {
 }
 
 /// The names of `user_ids` and `department_ids` (repeats and unknown ids
-/// are fine).
+/// are fine), from the people projection.
 pub async fn names(
     state: &AppState,
     user_ids: &[Uuid],
     department_ids: &[Uuid],
 ) -> Result<Names, ApiError> {
-    let distinct = |ids: &[Uuid]| -> Vec<Uuid> {
-        ids.iter()
-            .copied()
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect()
-    };
-    let users = state
-        .db
-        .display_names(NameTable::Users, &distinct(user_ids))
-        .await?;
-    let departments = state
-        .db
-        .display_names(NameTable::Departments, &distinct(department_ids))
-        .await?;
+    let found = people::names(&state.store.pool(), user_ids, department_ids).await?;
     Ok(Names {
-        users: users.into_iter().collect(),
-        departments: departments.into_iter().collect(),
+        users: found.users,
+        departments: found.departments,
     })
 }
