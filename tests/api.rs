@@ -1356,7 +1356,14 @@ async fn ticket_list_and_reports_come_from_projections(db: &TestDb) {
         .collect();
     assert_eq!(
         names,
-        ["tickets", "conversation", "audit", "presence", "reports", "people"],
+        [
+            "tickets",
+            "conversation",
+            "audit",
+            "presence",
+            "reports",
+            "people"
+        ],
         "{status}"
     );
     assert!(status["items"][0]["head"].as_u64().unwrap() >= last);

@@ -91,7 +91,7 @@ const COLUMNS: &[&str] = &[
 ];
 
 /// One ticket's current state.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TicketRow {
     /// The ticket.
     pub id: Uuid,

@@ -64,7 +64,6 @@ pub struct TicketQuery {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TicketPage {
     /// The tickets (as in the tickets projection).
-    #[schema(value_type = Vec<Object>)]
     pub items: Vec<tickets::TicketRow>,
     /// Pass as `cursor` for the next page; absent at the end.
     #[serde(skip_serializing_if = "Option::is_none")]
