@@ -407,7 +407,7 @@ impl Group {
 const HANDLED: &str = "('created', 'replied', 'first_response', 'resolved', 'transferred')";
 
 /// One agent's or department's figures over a range.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ReportRow {
     /// The agent or department.
     pub id: Uuid,
@@ -632,7 +632,7 @@ async fn report(
 
 /// One agent's or department's working time over a range (LiveAgent's
 /// time report).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TimeRow {
     /// The agent or department.
     pub id: Uuid,

@@ -152,48 +152,6 @@ pub struct ReportQuery {
     pub to: Option<DateTime<Utc>>,
 }
 
-/// One agent's or department's figures over the range.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ReportRow {
-    /// The agent or department.
-    pub id: Uuid,
-    /// Its name (absent when the `people` projection does not know it).
-    pub name: Option<String>,
-    /// Distinct tickets created, replied to, resolved or transferred in.
-    pub tickets_handled: u64,
-    /// Tickets created (by the agent / filed under the department).
-    pub tickets_created: u64,
-    /// Distinct tickets with at least one outbound public message.
-    pub tickets_replied: u64,
-    /// Distinct tickets changed to resolved.
-    pub tickets_resolved: u64,
-    /// Median seconds from creation to the first response.
-    pub median_first_response_seconds: Option<f64>,
-    /// Median seconds from creation to resolution.
-    pub median_resolution_seconds: Option<f64>,
-    /// Ratings received (for agents: while assigned).
-    pub ratings: u64,
-    /// Their average.
-    pub average_rating: Option<f64>,
-}
-
-impl From<reports::ReportRow> for ReportRow {
-    fn from(r: reports::ReportRow) -> Self {
-        ReportRow {
-            id: r.id,
-            name: r.name,
-            tickets_handled: r.tickets_handled,
-            tickets_created: r.tickets_created,
-            tickets_replied: r.tickets_replied,
-            tickets_resolved: r.tickets_resolved,
-            median_first_response_seconds: r.median_first_response_seconds,
-            median_resolution_seconds: r.median_resolution_seconds,
-            ratings: r.ratings,
-            average_rating: r.average_rating,
-        }
-    }
-}
-
 /// Figures per agent or department.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Report {
@@ -202,15 +160,11 @@ pub struct Report {
     /// End of the range.
     pub to: DateTime<Utc>,
     /// One row per agent or department.
-    pub rows: Vec<ReportRow>,
+    pub rows: Vec<reports::ReportRow>,
 }
 
 fn report(from: DateTime<Utc>, to: DateTime<Utc>, rows: Vec<reports::ReportRow>) -> Report {
-    Report {
-        from,
-        to,
-        rows: rows.into_iter().map(ReportRow::from).collect(),
-    }
+    Report { from, to, rows }
 }
 
 fn range(q: &ReportQuery) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
@@ -270,26 +224,6 @@ pub struct TimeQuery {
     pub group: Option<String>,
 }
 
-/// One agent's or department's working time over the range.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TimeRow {
-    /// The agent or department.
-    pub id: Uuid,
-    /// Its name (absent when the `people` projection does not know it).
-    pub name: Option<String>,
-    /// Distinct tickets created, replied to, resolved or transferred in.
-    pub tickets_handled: u64,
-    /// Outbound public messages written.
-    pub replies: u64,
-    /// Median seconds from creation to the first response.
-    pub median_first_response_seconds: Option<f64>,
-    /// Median seconds from creation to resolution.
-    pub median_resolution_seconds: Option<f64>,
-    /// Seconds tickets were open on screen within the range (a view still
-    /// open counts up to now).
-    pub open_seconds: f64,
-}
-
 /// The time report.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TimeReport {
@@ -300,7 +234,7 @@ pub struct TimeReport {
     /// `agent` or `department`.
     pub group: String,
     /// One row per agent or department.
-    pub rows: Vec<TimeRow>,
+    pub rows: Vec<reports::TimeRow>,
 }
 
 /// Per agent or department: tickets handled, replies, median first
@@ -336,18 +270,7 @@ pub async fn time_report(
         from,
         to,
         group: name.into(),
-        rows: rows
-            .into_iter()
-            .map(|r| TimeRow {
-                id: r.id,
-                name: r.name,
-                tickets_handled: r.tickets_handled,
-                replies: r.replies,
-                median_first_response_seconds: r.median_first_response_seconds,
-                median_resolution_seconds: r.median_resolution_seconds,
-                open_seconds: r.open_seconds,
-            })
-            .collect(),
+        rows,
     }))
 }
 
