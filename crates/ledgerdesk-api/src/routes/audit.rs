@@ -122,12 +122,12 @@ const FILTERS: &[&str] = &[
 impl Params {
     /// Read the query string; `allowed` are the non-filter parameters this
     /// endpoint takes.
-    fn parse(req: &HttpRequest, allowed: &[&str]) -> Result<Self, ApiError> {
+    fn parse(query_string: &str, allowed: &[&str]) -> Result<Self, ApiError> {
         let mut p = Params::default();
         let mut query_text = None;
         let mut separate = None;
         let mut seen = std::collections::HashSet::new();
-        for (key, value) in form_urlencoded::parse(req.query_string().as_bytes()) {
+        for (key, value) in form_urlencoded::parse(query_string.as_bytes()) {
             let key = key.as_ref();
             let value = value.as_ref();
             let bad = |detail: String| ApiError::bad_field(key, detail);
@@ -301,10 +301,16 @@ pub async fn search(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let p = Params::parse(
-        &req,
+        req.query_string(),
         &["query", "limit", "cursor", "format", "min_position"],
     )?;
     let format = format_of(&req, p.format);
+    if format == Format::Json {
+        let page = search_page(&state, &cx, p).await?;
+        return Ok(HttpResponse::Ok()
+            .insert_header(("X-Projection-Position", page.position.to_string()))
+            .json(page));
+    }
     let position = reached(&state, "audit", p.min_position).await?;
     let rendered = query::render(&p.filter);
     state
@@ -315,22 +321,6 @@ pub async fn search(
     // An export is a snapshot: what the view held when it started.
     filter.before_position = Some(p.cursor.unwrap_or(position.saturating_add(1)));
     let pool = state.store.pool();
-    if format == Format::Json {
-        filter.limit = p.limit;
-        let page = audit::search(&pool, &filter).await?;
-        let next_cursor = page
-            .next_cursor
-            .and_then(|c| c.parse().ok())
-            .map(encode_cursor);
-        return Ok(HttpResponse::Ok()
-            .insert_header(("X-Projection-Position", position.to_string()))
-            .json(AuditPage {
-                items: page.items,
-                next_cursor,
-                position,
-                query: rendered,
-            }));
-    }
     let (content_type, extension) = match format {
         Format::Csv => ("text/csv; charset=utf-8", "csv"),
         _ => ("application/x-ndjson", "ndjson"),
@@ -344,6 +334,43 @@ pub async fn search(
         ))
         .insert_header(("X-Projection-Position", position.to_string()))
         .streaming(export(pool, filter, format)))
+}
+
+/// One page of a search, recorded as `user.audit_searched` first: what
+/// `GET /api/v1/audit` answers in JSON and the console's audit page shows.
+/// `query_string` holds the API's parameters (filters, `limit`, `cursor`,
+/// `min_position`).
+pub async fn page(state: &AppState, cx: &Cx, query_string: &str) -> Result<AuditPage, ApiError> {
+    let p = Params::parse(query_string, &["query", "limit", "cursor", "min_position"])?;
+    search_page(state, cx, p).await
+}
+
+async fn search_page(state: &AppState, cx: &Cx, p: Params) -> Result<AuditPage, ApiError> {
+    let position = reached(state, "audit", p.min_position).await?;
+    let rendered = query::render(&p.filter);
+    state
+        .helpdesk
+        .record_audit_access(
+            &cx.actor,
+            cx.caller.user_id,
+            &rendered,
+            Format::Json.as_str(),
+        )
+        .await?;
+    let mut filter = p.filter;
+    filter.before_position = Some(p.cursor.unwrap_or(position.saturating_add(1)));
+    filter.limit = p.limit;
+    let page = audit::search(&state.store.pool(), &filter).await?;
+    let next_cursor = page
+        .next_cursor
+        .and_then(|c| c.parse().ok())
+        .map(encode_cursor);
+    Ok(AuditPage {
+        items: page.items,
+        next_cursor,
+        position,
+        query: rendered,
+    })
 }
 
 /// The whole result, a chunk of rows at a time: memory stays flat however
@@ -461,7 +488,7 @@ pub async fn stream(
     cx: Cx,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let p = Params::parse(&req, &["query", "last_event_id"])?;
+    let p = Params::parse(req.query_string(), &["query", "last_event_id"])?;
     let header_id = match req.headers().get("Last-Event-ID") {
         None => None,
         Some(v) => Some(super::parse_position(

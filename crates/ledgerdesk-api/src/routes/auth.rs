@@ -153,7 +153,40 @@ pub async fn login(
     state: web::Data<AppState>,
     Json(body): Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let email = normalise_email(&body.email);
+    let session = sign_in(&req, &state, &body.email, body.password).await?;
+    // The token must not stay in a cache on the way.
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::PRAGMA, "no-cache"))
+        .json(LoginResponse {
+            token: session.token,
+            token_type: "Bearer".into(),
+            expires_at: session.expires_at,
+            user: session.user,
+        }))
+}
+
+/// A session just opened by [`sign_in`].
+#[derive(Debug)]
+pub struct NewSession {
+    /// The secret: a bearer token, or the console's cookie value.
+    pub token: String,
+    /// When it stops working.
+    pub expires_at: DateTime<Utc>,
+    /// Who signed in.
+    pub user: UserRow,
+}
+
+/// Check an email and password and open a session: the one login of the
+/// API and the console, throttle, failure records and all. Errors are the
+/// login's answers (401 wrong credentials, 429 throttled, 503 busy).
+pub async fn sign_in(
+    req: &HttpRequest,
+    state: &AppState,
+    email: &str,
+    password: String,
+) -> Result<NewSession, ApiError> {
+    let email = normalise_email(email);
     // No account has a longer one, and the limiter keys on it.
     if email.chars().count() > EMAIL_MAX {
         return Err(ApiError::bad_field(
@@ -165,7 +198,7 @@ pub async fn login(
         .peer_addr()
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
-    let actor = actor_of(&req, None);
+    let actor = actor_of(req, None);
     let attempt = match state.limiter.begin(&email, &ip) {
         Ok(attempt) => attempt,
         Err(refused) => {
@@ -173,7 +206,7 @@ pub async fn login(
                 // The caller is refused either way; a log that cannot be
                 // written now is the server's trouble, not a reason to
                 // answer 503 instead of 429.
-                if let Err(e) = record_throttle(&state, &actor, report).await {
+                if let Err(e) = record_throttle(state, &actor, report).await {
                     tracing::warn!(error = %e, "recording a login throttle failed");
                 }
             }
@@ -191,7 +224,7 @@ pub async fn login(
         }
     };
     let hash = found.as_ref().map(|f| f.password_hash.clone());
-    let Ok(matches) = state.verifier.verify(body.password, hash).await else {
+    let Ok(matches) = state.verifier.verify(password, hash).await else {
         attempt.unchecked();
         return Err(ApiError::Busy {
             code: "verifier_busy",
@@ -206,7 +239,7 @@ pub async fn login(
         Some(user) => {
             let logged_in = state
                 .helpdesk
-                .log_in(&actor_of(&req, Some(user.user_id)), user.user_id)
+                .log_in(&actor_of(req, Some(user.user_id)), user.user_id)
                 .await;
             match logged_in {
                 Ok(_) => "",
@@ -221,7 +254,7 @@ pub async fn login(
     let user_id = found.as_ref().map(|f| f.user_id);
     if !failure.is_empty() {
         attempt.failed();
-        record_failure(&state, &actor, user_id, failure).await?;
+        record_failure(state, &actor, user_id, failure).await?;
         return Err(ApiError::Unauthorized {
             detail: WRONG_CREDENTIALS,
         });
@@ -248,16 +281,19 @@ pub async fn login(
         department_id: account.department,
         active: !account.deactivated,
     };
-    // The token must not stay in a cache on the way.
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .insert_header((header::PRAGMA, "no-cache"))
-        .json(LoginResponse {
-            token,
-            token_type: "Bearer".into(),
-            expires_at,
-            user,
-        }))
+    Ok(NewSession {
+        token,
+        expires_at,
+        user,
+    })
+}
+
+/// End the caller's session: record `user.logged_out`, then revoke it.
+pub async fn sign_out(state: &AppState, cx: &Cx) -> Result<ledgerdesk_app::Outcome, ApiError> {
+    let outcome = state.helpdesk.log_out(&cx.actor, cx.caller.user_id).await?;
+    state.db.revoke_session(&cx.caller.token_hash).await?;
+    state.sessions.forget(&cx.caller.token_hash);
+    Ok(outcome)
 }
 
 /// Log out: revoke the token and record `user.logged_out`.
@@ -268,10 +304,7 @@ pub async fn login(
     responses((status = 200, description = "Logged out; the token no longer works", body = CommandResult))
 )]
 pub async fn logout(state: web::Data<AppState>, cx: Cx) -> Result<HttpResponse, ApiError> {
-    let outcome = state.helpdesk.log_out(&cx.actor, cx.caller.user_id).await?;
-    state.db.revoke_session(&cx.caller.token_hash).await?;
-    state.sessions.forget(&cx.caller.token_hash);
-    Ok(command_ok(outcome))
+    Ok(command_ok(sign_out(&state, &cx).await?))
 }
 
 /// The caller's own account.

@@ -529,6 +529,27 @@ pub async fn get(
         .json(ticket))
 }
 
+/// Ticket `id` now, or as it stood at `as_of`, with a page of its thread
+/// (`limit` items after `cursor`): what the ticket routes answer and the
+/// console's ticket page shows.
+pub async fn ticket_view(
+    state: &AppState,
+    id: Uuid,
+    as_of: Option<DateTime<Utc>>,
+    limit: usize,
+    cursor: Option<&str>,
+) -> Result<TicketView, ApiError> {
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_field(
+            "limit",
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    let until = point(state, as_of, None).await?;
+    let read = read(state, id, until, None, limit, cursor).await?;
+    view(state, id, read).await
+}
+
 /// The ticket's thread, oldest first, keyset-paged on the log position:
 /// every message, internal message, note, chat line, call, voice message,
 /// forward, system message and file. `Link: <…>; rel="next"` names the

@@ -307,13 +307,22 @@ pub async fn history(
     path: web::Path<IdPath>,
     when: Query<AsOf>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = path.id;
+    Ok(HttpResponse::Ok().json(ticket_history(&state, path.id, &when).await?))
+}
+
+/// Every event of ticket `id` in order, up to `when`: what the history
+/// route and the console's history tab show.
+pub async fn ticket_history(
+    state: &AppState,
+    id: Uuid,
+    when: &AsOf,
+) -> Result<TicketHistory, ApiError> {
     let stream = ledgerdesk_domain::stream_id(Ticket::STREAM_TYPE, id);
     let items = state.helpdesk.history(&stream, when.range()?).await?;
     if items.is_empty() && state.helpdesk.ticket(id).await?.is_none() {
         return Err(ticket_not_found(id));
     }
-    Ok(HttpResponse::Ok().json(TicketHistory { id, items }))
+    Ok(TicketHistory { id, items })
 }
 
 /// Add a message (`Ticket – Message` or `Ticket – Internal Message`).

@@ -104,7 +104,15 @@ pub async fn list_tickets(
     state: web::Data<AppState>,
     query: Query<TicketQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let q = query.into_inner();
+    let page = ticket_page(&state, query.into_inner()).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("X-Projection-Position", page.position.to_string()))
+        .json(page))
+}
+
+/// A page of the ticket list: what `GET /tickets` answers and the
+/// console's ticket list shows.
+pub async fn ticket_page(state: &AppState, q: TicketQuery) -> Result<TicketPage, ApiError> {
     if q.limit.is_some_and(|l| !(1..=500).contains(&l)) {
         return Err(ApiError::bad_field(
             "limit",
@@ -120,7 +128,7 @@ pub async fn list_tickets(
             format!("q is longer than {SEARCH_TEXT_MAX} characters"),
         ));
     }
-    let position = reached(&state, "tickets", q.min_position).await?;
+    let position = reached(state, "tickets", q.min_position).await?;
     let filter = tickets::TicketFilter {
         status: q.status,
         assignee: q.assignee,
@@ -133,13 +141,11 @@ pub async fn list_tickets(
         cursor: q.cursor,
     };
     let page = tickets::list(&state.store.pool(), &filter).await?;
-    Ok(HttpResponse::Ok()
-        .insert_header(("X-Projection-Position", position.to_string()))
-        .json(TicketPage {
-            items: page.items,
-            next_cursor: page.next_cursor,
-            position,
-        }))
+    Ok(TicketPage {
+        items: page.items,
+        next_cursor: page.next_cursor,
+        position,
+    })
 }
 
 /// The time range of a report: `[from, to)`.
