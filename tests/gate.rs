@@ -7,7 +7,7 @@
 //! query values held to what the OpenAPI document says.
 
 use futures::StreamExt;
-use ledgerdesk_api::permissions::{Access, Permission, PERMISSIONS};
+use ledgerdesk_api::permissions::{Access, Auth, Permission, PERMISSIONS};
 use ledgerdesk_tests::app::*;
 use ledgerdesk_tests::{backend_tests, raw, TestDb};
 use uuid::Uuid;
@@ -147,8 +147,20 @@ enum Who<'a> {
 }
 
 /// What the table says a caller gets from a route it reaches: `None` when
-/// any answer but 401/403 is right (the caller may call it).
+/// any answer but 401/403 is right (the caller may call it). A console
+/// route sends the unknown caller to sign in (303), and refuses a form
+/// without its CSRF token (403) whoever sends it.
 fn expected(row: &Permission, who: Who) -> Option<u16> {
+    if row.auth == Auth::Cookie {
+        return match (row.access, who) {
+            (Access::Public, _) => None,
+            (Access::Roles(_), Who::Nobody | Who::Forged) => Some(303),
+            (Access::Roles(_), Who::Role(..)) if row.method != "GET" => Some(403),
+            (Access::Roles(roles), Who::Role(role, _)) => {
+                (!roles.iter().any(|r| r.as_str() == role)).then_some(403)
+            }
+        };
+    }
     match (row.access, who) {
         (Access::Public, _) => None,
         (Access::Roles(_), Who::Nobody | Who::Forged) => Some(401),
@@ -223,7 +235,10 @@ async fn every_spelling_of_every_route_answers_as_its_row_says(db: &TestDb) {
                     Who::Forged => Some("ldt_forged"),
                     Who::Role(_, token) => Some(token),
                 };
-                let status = raw::status(&addr, row.method, &target, token).await;
+                let status = match row.auth {
+                    Auth::Bearer => raw::status(&addr, row.method, &target, token).await,
+                    Auth::Cookie => raw::console_status(&addr, row.method, &target, token).await,
+                };
                 (row, spelling, who, target, status)
             }
         })
@@ -245,9 +260,19 @@ async fn every_spelling_of_every_route_answers_as_its_row_says(db: &TestDb) {
             // another one, which judges it by its own row (401, 403) or
             // does not take the method (405): a refusal either way.
             Some(refusal) if spelling.must_route => *status == refusal,
-            Some(_) => [400, 401, 403, 404, 405].contains(status),
-            // Allowed: never refused, never a server error.
-            None => *status != 401 && *status != 403 && *status < 500,
+            Some(_) => [303, 400, 401, 403, 404, 405].contains(status),
+            // Allowed: never refused (a console page never sends its
+            // reader to sign in), never a server error.
+            None => {
+                let refused = [401, 403].contains(status)
+                    || (row.auth == Auth::Cookie
+                        && matches!(who, Who::Role(..))
+                        && *status == 303
+                        && spelling.must_route
+                        && row.path != "/"
+                        && row.path != "/console/");
+                !refused && *status < 500
+            }
         };
         if !ok || *status >= 500 {
             wrong.push(format!(

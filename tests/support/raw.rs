@@ -10,7 +10,6 @@ use tokio::net::TcpStream;
 /// answer's status code, read from the status line alone: a response that
 /// never ends (the live stream) is dropped once its status is known.
 pub async fn status(addr: &str, method: &str, target: &str, token: Option<&str>) -> u16 {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
     let mut request =
         format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some(token) = token {
@@ -21,6 +20,30 @@ pub async fn status(addr: &str, method: &str, target: &str, token: Option<&str>)
     } else {
         request.push_str("Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}");
     }
+    status_of(addr, method, target, request).await
+}
+
+/// [`status`] for a console route: the session token goes in the
+/// `ledgerdesk_session` cookie, and anything but GET sends a form without
+/// a CSRF token.
+pub async fn console_status(addr: &str, method: &str, target: &str, session: Option<&str>) -> u16 {
+    let mut request =
+        format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(session) = session {
+        request.push_str(&format!("Cookie: ledgerdesk_session={session}\r\n"));
+    }
+    if method == "GET" {
+        request.push_str("\r\n");
+    } else {
+        request.push_str(
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 3\r\n\r\nx=1",
+        );
+    }
+    status_of(addr, method, target, request).await
+}
+
+async fn status_of(addr: &str, method: &str, target: &str, request: String) -> u16 {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
     stream
         .write_all(request.as_bytes())
         .await

@@ -22,7 +22,7 @@ use crate::auth::{token_hash, Caller, Role};
 use crate::db::{Idempotency, StoredResponse};
 use crate::error::ApiError;
 use crate::extract::RequestId;
-use crate::permissions::{Access, Permission};
+use crate::permissions::{Access, Auth, Permission};
 use crate::routes::BodyLimit;
 use crate::state::AppState;
 
@@ -149,7 +149,8 @@ fn bearer(req: &ServiceRequest) -> Option<&str> {
 }
 
 /// Authenticate and authorise one route by its row of
-/// [`crate::permissions::PERMISSIONS`]:
+/// [`crate::permissions::PERMISSIONS`] (console rows go to
+/// [`crate::console::session::gate`], which reads the cookie instead):
 /// public routes pass, the others need a live token (401) of an allowed
 /// role (403). It wraps each route where it is mounted
 /// ([`crate::routes::configure`]), so it judges the route that runs, not a
@@ -159,6 +160,9 @@ pub async fn gate(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    if row.auth == Auth::Cookie {
+        return crate::console::session::gate(row, req, next).await;
+    }
     let Access::Roles(roles) = row.access else {
         return next
             .call(req)

@@ -311,8 +311,10 @@ mod tests {
 
     #[test]
     fn the_document_and_the_permission_table_name_the_same_routes() {
+        // Console pages are for browsers, not API clients.
         let table: BTreeSet<(String, String)> = PERMISSIONS
             .iter()
+            .filter(|p| p.auth == crate::permissions::Auth::Bearer)
             .map(|p| (p.method.to_string(), p.path.to_string()))
             .collect();
         assert_eq!(operations(), table);

@@ -16,6 +16,19 @@ pub enum Access {
     Roles(&'static [Role]),
 }
 
+/// How a route's caller proves who they are. The API takes bearer tokens
+/// only, so a browser's cookies never authorise an API call (no CSRF
+/// there); the console takes the session cookie only, and the gate then
+/// also holds its forms to a CSRF token and a same-origin `Origin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// `Authorization: Bearer <token>`; refusals are problem+json.
+    Bearer,
+    /// The `ledgerdesk_session` cookie; refusals are pages (a sign-in
+    /// redirect or a 403 page).
+    Cookie,
+}
+
 /// One row of the table.
 #[derive(Debug, Clone, Copy)]
 pub struct Permission {
@@ -25,6 +38,8 @@ pub struct Permission {
     pub path: &'static str,
     /// Who may call it.
     pub access: Access,
+    /// How the caller authenticates.
+    pub auth: Auth,
 }
 
 const ALL: Access = Access::Roles(&[Role::Agent, Role::Admin, Role::Auditor]);
@@ -38,6 +53,17 @@ const fn p(method: &'static str, path: &'static str, access: Access) -> Permissi
         method,
         path,
         access,
+        auth: Auth::Bearer,
+    }
+}
+
+/// A console route: a page for a browser, signed in by cookie.
+const fn c(method: &'static str, path: &'static str, access: Access) -> Permission {
+    Permission {
+        method,
+        path,
+        access,
+        auth: Auth::Cookie,
     }
 }
 
@@ -99,6 +125,20 @@ pub const PERMISSIONS: &[Permission] = &[
     p("GET", "/api/v1/audit/checkpoints", READERS),
     p("GET", "/api/v1/audit/public-key", READERS),
     p("GET", "/api/v1/admin/verify", READERS),
+    // The console (docs/console.md).
+    c("GET", "/", PUBLIC),
+    c("GET", "/console/", ALL),
+    c("GET", "/console/assets/{name}", PUBLIC),
+    c("GET", "/console/login", PUBLIC),
+    c("POST", "/console/login", PUBLIC),
+    c("POST", "/console/logout", ALL),
+    c("GET", "/console/audit", READERS),
+    c("GET", "/console/audit/export", READERS),
+    c("GET", "/console/audit/stream", READERS),
+    c("GET", "/console/tickets", ALL),
+    c("GET", "/console/tickets/{id}", ALL),
+    c("GET", "/console/tickets/{id}/history", ALL),
+    c("GET", "/console/files/{sha256}", ALL),
 ];
 
 /// The row for a method and route pattern.
@@ -146,7 +186,8 @@ mod tests {
     #[test]
     fn auditors_change_nothing() {
         for p in PERMISSIONS {
-            if p.method != "GET" && p.access != PUBLIC && p.path != "/api/v1/auth/logout" {
+            let logout = ["/api/v1/auth/logout", "/console/logout"].contains(&p.path);
+            if p.method != "GET" && p.access != PUBLIC && !logout {
                 assert!(!p.access.allows(Role::Auditor), "{} {}", p.method, p.path);
             }
         }

@@ -449,6 +449,46 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .on("GET", ledger::public_key)
                 .done(),
         )
-        .service(at("/api/v1/admin/verify").on("GET", ledger::verify).done())
-        .default_service(web::to(not_found));
+        .service(at("/api/v1/admin/verify").on("GET", ledger::verify).done());
+    console_routes(cfg);
+    cfg.default_service(web::to(not_found));
+}
+
+/// The console's pages, each with its own (cookie) row. The export, the
+/// live stream and file downloads are the API's own handlers.
+fn console_routes(cfg: &mut web::ServiceConfig) {
+    use crate::console::{self, audit as c_audit, session, tickets as c_tickets};
+    cfg.service(at("/").on("GET", session::root).done())
+        .service(at("/console/").on("GET", session::start).done())
+        .service(
+            at("/console/assets/{name}")
+                .on("GET", console::asset)
+                .done(),
+        )
+        .service(
+            at("/console/login")
+                .on("GET", session::login_form)
+                .on("POST", session::login)
+                .done(),
+        )
+        .service(at("/console/logout").on("POST", session::logout).done())
+        .service(at("/console/audit").on("GET", c_audit::page).done())
+        .service(at("/console/audit/export").on("GET", audit::search).done())
+        .service(at("/console/audit/stream").on("GET", audit::stream).done())
+        .service(at("/console/tickets").on("GET", c_tickets::list).done())
+        .service(
+            at("/console/tickets/{id}")
+                .on("GET", c_tickets::show)
+                .done(),
+        )
+        .service(
+            at("/console/tickets/{id}/history")
+                .on("GET", c_tickets::history)
+                .done(),
+        )
+        .service(
+            at("/console/files/{sha256}")
+                .on("GET", files::download)
+                .done(),
+        );
 }

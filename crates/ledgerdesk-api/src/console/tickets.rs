@@ -1,0 +1,504 @@
+//! The ticket pages: the list with its filters, a ticket with its whole
+//! conversation, and its history; both of a ticket "as it stood at" a
+//! moment. Each reads through the function its API route calls
+//! ([`views::ticket_page`], [`conversation::ticket_view`],
+//! [`tickets::ticket_history`]).
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest};
+use askama::Template;
+use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone, Utc};
+use ledgerdesk_projections::people;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::routes::conversation::{self, TicketView};
+use crate::routes::names::names;
+use crate::routes::tickets::{self, AsOf};
+use crate::routes::views::{self, TicketQuery};
+use crate::routes::IdPath;
+use crate::state::AppState;
+
+use super::page::{html, Chrome, PageResult, Time};
+
+/// Tickets per page of the list.
+const LIST_PAGE: usize = 50;
+/// Items per page of a conversation.
+const THREAD_PAGE: usize = 200;
+
+fn pairs(req: &HttpRequest) -> Vec<(String, String)> {
+    form_urlencoded::parse(req.query_string().as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.trim().to_string()))
+        .collect()
+}
+
+fn get<'a>(pairs: &'a [(String, String)], key: &str) -> &'a str {
+    pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map_or("", |(_, v)| v.as_str())
+}
+
+fn uuid(name: &str, v: &str) -> Result<Option<Uuid>, ApiError> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    Uuid::parse_str(v)
+        .map(Some)
+        .map_err(|_| ApiError::bad_field(name, format!("{name} must be an id (UUID)")))
+}
+
+fn some(v: &str) -> Option<String> {
+    (!v.is_empty()).then(|| v.to_string())
+}
+
+/// A choice in a menu.
+#[derive(Debug)]
+pub struct Choice {
+    value: String,
+    label: String,
+    selected: bool,
+}
+
+fn choices(values: &[(&str, &str)], current: &str) -> Vec<Choice> {
+    values
+        .iter()
+        .map(|(v, l)| Choice {
+            value: v.to_string(),
+            label: l.to_string(),
+            selected: *v == current,
+        })
+        .collect()
+}
+
+/// One ticket of the list.
+#[derive(Debug)]
+pub struct ListRow {
+    id: String,
+    subject: String,
+    requester: String,
+    status: String,
+    priority: String,
+    assignee: String,
+    department: String,
+    tags: String,
+    updated: Time,
+}
+
+#[derive(Template)]
+#[template(path = "console/tickets.html")]
+struct ListPage {
+    chrome: Option<Chrome>,
+    q: String,
+    tag: String,
+    statuses: Vec<Choice>,
+    priorities: Vec<Choice>,
+    agents: Vec<Choice>,
+    departments: Vec<Choice>,
+    rows: Vec<ListRow>,
+    error: Option<String>,
+    next: Option<String>,
+    first: Option<String>,
+}
+
+const STATUSES: &[(&str, &str)] = &[
+    ("", "Any status"),
+    ("new", "New"),
+    ("open", "Open"),
+    ("pending", "Pending"),
+    ("resolved", "Resolved"),
+    ("closed", "Closed"),
+];
+const PRIORITIES: &[(&str, &str)] = &[
+    ("", "Any priority"),
+    ("low", "Low"),
+    ("normal", "Normal"),
+    ("high", "High"),
+    ("urgent", "Urgent"),
+];
+
+/// `GET /console/tickets`.
+pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> PageResult {
+    let chrome = Chrome::of(&state, &req, "/console/tickets").await?;
+    let p = pairs(&req);
+    let pool = state.store.pool();
+    let hidden: Vec<Uuid> = state.db.system_user().await?.into_iter().collect();
+    let people_rows = people::users(&pool, &hidden, 500, 0)
+        .await
+        .map_err(ApiError::from)?;
+    let dept_rows = people::departments(&pool, 500, 0)
+        .await
+        .map_err(ApiError::from)?;
+    let mut view = ListPage {
+        chrome: Some(chrome),
+        q: get(&p, "q").to_string(),
+        tag: get(&p, "tag").to_string(),
+        statuses: choices(STATUSES, get(&p, "status")),
+        priorities: choices(PRIORITIES, get(&p, "priority")),
+        agents: people_rows
+            .iter()
+            .filter(|u| u.role != "auditor")
+            .map(|u| Choice {
+                value: u.id.to_string(),
+                label: u.name.clone(),
+                selected: u.id.to_string() == get(&p, "assignee"),
+            })
+            .collect(),
+        departments: dept_rows
+            .iter()
+            .map(|d| Choice {
+                value: d.id.to_string(),
+                label: d.name.clone(),
+                selected: d.id.to_string() == get(&p, "department"),
+            })
+            .collect(),
+        rows: Vec::new(),
+        error: None,
+        next: None,
+        first: None,
+    };
+    // As on the audit page: the reader's own last change is listed.
+    let head = state.store.head().await.map_err(ApiError::from)?.position;
+    let query = (|| {
+        Ok::<_, ApiError>(TicketQuery {
+            status: some(get(&p, "status")),
+            assignee: uuid("assignee", get(&p, "assignee"))?,
+            department: uuid("department", get(&p, "department"))?,
+            tag: some(get(&p, "tag")),
+            channel: some(get(&p, "channel")),
+            priority: some(get(&p, "priority")),
+            q: some(get(&p, "q")),
+            limit: Some(LIST_PAGE),
+            cursor: some(get(&p, "cursor")),
+            min_position: Some(head),
+        })
+    })();
+    let found = match query {
+        Ok(q) => views::ticket_page(&state, q).await,
+        Err(e) => Err(e),
+    };
+    let found = match found {
+        Ok(found) => found,
+        Err(e @ ApiError::BadRequest { .. }) => {
+            view.error = Some(e.to_string());
+            return Ok(html(StatusCode::BAD_REQUEST, &view));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let user_ids: Vec<Uuid> = found.items.iter().filter_map(|t| t.assignee).collect();
+    let dept_ids: Vec<Uuid> = found.items.iter().filter_map(|t| t.department).collect();
+    let n = names(&state, &user_ids, &dept_ids).await?;
+    view.rows = found
+        .items
+        .iter()
+        .map(|t| ListRow {
+            id: t.id.to_string(),
+            subject: t.subject.clone().unwrap_or_else(|| "(no subject)".into()),
+            requester: t
+                .requester_name
+                .clone()
+                .or_else(|| t.requester_email.clone())
+                .unwrap_or_default(),
+            status: t.status.clone(),
+            priority: t.priority.clone(),
+            assignee: t.assignee.and_then(|a| n.user(a)).unwrap_or_default(),
+            department: t
+                .department
+                .and_then(|d| n.department(d))
+                .unwrap_or_default(),
+            tags: t.tags.join(", "),
+            updated: t.updated_at.into(),
+        })
+        .collect();
+    let mut own = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in &p {
+        if k != "cursor" && !v.is_empty() {
+            own.append_pair(k, v);
+        }
+    }
+    let own = own.finish();
+    let sep = if own.is_empty() { "" } else { "&" };
+    view.next = found.next_cursor.map(|c| {
+        let c: String = form_urlencoded::byte_serialize(c.as_bytes()).collect();
+        format!("/console/tickets?{own}{sep}cursor={c}")
+    });
+    view.first = (!get(&p, "cursor").is_empty()).then(|| format!("/console/tickets?{own}"));
+    Ok(html(StatusCode::OK, &view))
+}
+
+/// `as_of` as typed in the page (a `datetime-local` value in the reader's
+/// zone, `tz` minutes east of UTC) or as RFC 3339.
+fn as_of(p: &[(String, String)]) -> Result<Option<DateTime<Utc>>, ApiError> {
+    let text = get(p, "as_of");
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(Some(t.with_timezone(&Utc)));
+    }
+    let bad = || {
+        ApiError::bad_field(
+            "as_of",
+            "as_of must be a date and time, e.g. 2026-01-31T14:00",
+        )
+    };
+    let local = NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M")
+        .or_else(|_| NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S"))
+        .map_err(|_| bad())?;
+    let minutes = match get(p, "tz") {
+        "" => 0,
+        tz => tz
+            .parse::<i32>()
+            .ok()
+            .filter(|m| (-840..=840).contains(m))
+            .ok_or_else(|| ApiError::bad_field("tz", "tz must be minutes east of UTC"))?,
+    };
+    let zone = FixedOffset::east_opt(minutes * 60).ok_or_else(bad)?;
+    zone.from_local_datetime(&local)
+        .single()
+        .map(|t| Some(t.with_timezone(&Utc)))
+        .ok_or_else(bad)
+}
+
+/// One item of the conversation.
+#[derive(Debug)]
+pub struct Item {
+    kind: String,
+    label: String,
+    author: String,
+    author_kind: String,
+    body: String,
+    internal: bool,
+    time: Time,
+    files: Vec<File>,
+}
+
+/// An attachment.
+#[derive(Debug)]
+pub struct File {
+    name: String,
+    size: String,
+    href: String,
+}
+
+/// The header of a ticket page.
+#[derive(Debug)]
+pub struct Header {
+    id: String,
+    subject: String,
+    requester: String,
+    requester_email: String,
+    status: String,
+    priority: String,
+    channel: String,
+    assignee: String,
+    department: String,
+    tags: Vec<String>,
+    created: Time,
+    updated: Time,
+    merged_into: Option<String>,
+}
+
+fn header(t: &TicketView) -> Header {
+    Header {
+        id: t.id.to_string(),
+        subject: t.subject.clone().unwrap_or_else(|| "(no subject)".into()),
+        requester: t.requester.name.clone().unwrap_or_default(),
+        requester_email: t.requester.email.clone().unwrap_or_default(),
+        status: t.status.clone(),
+        priority: t.priority.clone(),
+        channel: t.channel.clone(),
+        assignee: t
+            .assignee
+            .as_ref()
+            .map(|a| a.name.clone().unwrap_or_else(|| a.id.to_string()))
+            .unwrap_or_else(|| "Unassigned".into()),
+        department: t
+            .department
+            .as_ref()
+            .map(|d| d.name.clone().unwrap_or_else(|| d.id.to_string()))
+            .unwrap_or_default(),
+        tags: t.tags.clone(),
+        created: t.created_at.into(),
+        updated: t.updated_at.into(),
+        merged_into: t.merged_into.map(|m| m.to_string()),
+    }
+}
+
+fn size(bytes: Option<u64>) -> String {
+    match bytes {
+        None => String::new(),
+        Some(b) if b < 1024 => format!("{b} B"),
+        Some(b) if b < 1024 * 1024 => format!("{:.1} KiB", b as f64 / 1024.0),
+        Some(b) => format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/ticket.html")]
+struct TicketPage {
+    chrome: Option<Chrome>,
+    t: Header,
+    items: Vec<Item>,
+    more: Option<String>,
+    as_of: Option<Time>,
+    as_of_input: String,
+    tz: String,
+    tab: &'static str,
+    history: Vec<HistoryRow>,
+}
+
+/// One event of the history tab.
+#[derive(Debug)]
+pub struct HistoryRow {
+    time: Time,
+    who: String,
+    label: String,
+    description: String,
+    changes: Vec<(String, String, String)>,
+}
+
+fn shown(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => "—".into(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+async fn ticket_page(
+    state: &AppState,
+    req: &HttpRequest,
+    id: Uuid,
+    tab: &'static str,
+) -> PageResult {
+    let chrome = Chrome::of(state, req, "/console/tickets").await?;
+    let p = pairs(req);
+    let when = as_of(&p)?;
+    let cursor = some(get(&p, "cursor"));
+    let limit = if tab == "conversation" {
+        THREAD_PAGE
+    } else {
+        1
+    };
+    let view = conversation::ticket_view(state, id, when, limit, cursor.as_deref()).await?;
+    let items = if tab == "conversation" {
+        view.messages
+            .items
+            .iter()
+            .map(|i| Item {
+                kind: i.kind.clone(),
+                label: i.label.clone(),
+                author: i
+                    .author
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| i.author.kind.clone()),
+                author_kind: i.author.kind.clone(),
+                body: i.body.clone().unwrap_or_default(),
+                internal: i.internal,
+                time: i.at.into(),
+                files: i
+                    .attachments
+                    .iter()
+                    .map(|a| File {
+                        name: a.file_name.clone().unwrap_or_else(|| a.sha256.clone()),
+                        size: size(a.size),
+                        href: format!("/console/files/{}", a.sha256),
+                    })
+                    .collect(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let more = if tab == "conversation" {
+        view.messages.next_cursor.as_ref().map(|c| {
+            let mut s = form_urlencoded::Serializer::new(String::new());
+            for (k, v) in &p {
+                if k != "cursor" && !v.is_empty() {
+                    s.append_pair(k, v);
+                }
+            }
+            s.append_pair("cursor", c);
+            format!("/console/tickets/{id}?{}", s.finish())
+        })
+    } else {
+        None
+    };
+    let mut history = Vec::new();
+    if tab == "history" {
+        let found = tickets::ticket_history(
+            state,
+            id,
+            &AsOf {
+                as_of: when,
+                at_position: None,
+                min_position: None,
+            },
+        )
+        .await?;
+        let users: Vec<Uuid> = found.items.iter().filter_map(|e| e.actor_id).collect();
+        let n = names(state, &users, &[]).await?;
+        history = found
+            .items
+            .iter()
+            .map(|e| HistoryRow {
+                time: e.recorded_at.into(),
+                who: e.actor_id.and_then(|a| n.user(a)).unwrap_or_else(|| {
+                    serde_json::to_value(e.actor_kind)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default()
+                }),
+                label: e.label.clone(),
+                description: e.description.clone(),
+                changes: e
+                    .changes
+                    .as_array()
+                    .map(|cs| {
+                        cs.iter()
+                            .map(|c| {
+                                (
+                                    c["field"].as_str().unwrap_or_default().to_string(),
+                                    shown(&c["before"]),
+                                    shown(&c["after"]),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            })
+            .collect();
+    }
+    let page = TicketPage {
+        chrome: Some(chrome),
+        t: header(&view),
+        items,
+        more,
+        as_of: when.map(Time::from),
+        as_of_input: get(&p, "as_of").to_string(),
+        tz: get(&p, "tz").to_string(),
+        tab,
+        history,
+    };
+    Ok(html(StatusCode::OK, &page))
+}
+
+/// `GET /console/tickets/{id}`: the ticket and its conversation.
+pub async fn show(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<IdPath>,
+) -> PageResult {
+    ticket_page(&state, &req, path.id, "conversation").await
+}
+
+/// `GET /console/tickets/{id}/history`: who did what, before and after.
+pub async fn history(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<IdPath>,
+) -> PageResult {
+    ticket_page(&state, &req, path.id, "history").await
+}
