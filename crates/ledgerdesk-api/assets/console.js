@@ -111,5 +111,9 @@
       if (!i.value) i.value = minutes;
     });
     live();
+    // A rebuild in progress: look again shortly.
+    if (document.querySelector("[data-rebuilding]")) {
+      window.setTimeout(function () { window.location.reload(); }, 2000);
+    }
   });
 })();

@@ -14,8 +14,9 @@
 //! - [`db`]: the API's own tables (credentials, sessions, lists,
 //!   idempotency, files); [`bootstrap`] fills them on first start.
 //! - [`openapi`]: the OpenAPI 3.1 document; [`metrics`]: Prometheus text.
-//! - [`console`]: the pages for people (audit log, tickets), signed in by
-//!   cookie; mounted by [`routes::configure`] with their own rows.
+//! - [`console`]: the pages for people (audit log, tickets, integrity,
+//!   operations), signed in by cookie; mounted by [`routes::configure`]
+//!   with their own rows.
 #![deny(missing_docs)]
 
 pub mod auth;

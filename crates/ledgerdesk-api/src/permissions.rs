@@ -139,6 +139,10 @@ pub const PERMISSIONS: &[Permission] = &[
     c("GET", "/console/tickets/{id}", ALL),
     c("GET", "/console/tickets/{id}/history", ALL),
     c("GET", "/console/files/{sha256}", ALL),
+    c("GET", "/console/integrity", READERS),
+    c("GET", "/console/integrity/bundle", READERS),
+    c("GET", "/console/operations", ADMIN),
+    c("POST", "/console/operations/{name}/rebuild", ADMIN),
 ];
 
 /// The row for a method and route pattern.

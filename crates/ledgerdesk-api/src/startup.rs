@@ -123,6 +123,7 @@ impl Application {
             files_dir: settings.files.dir.clone(),
             max_file_bytes: settings.files.max_bytes,
             files_lock: Arc::default(),
+            rebuilds: Arc::default(),
         };
         bootstrap::run(&state, &settings.bootstrap).await?;
         tokio::spawn(purge(db));

@@ -57,4 +57,6 @@ pub struct AppState {
     /// interleave (an upload that read its body while the subject was
     /// being erased is refused, not kept).
     pub files_lock: Arc<tokio::sync::Mutex<()>>,
+    /// How far each rebuild started in this process has come.
+    pub rebuilds: Arc<crate::routes::views::Rebuilds>,
 }

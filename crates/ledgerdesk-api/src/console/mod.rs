@@ -7,7 +7,8 @@
 //!   check of every form).
 //! - [`page`]: the frame of a page, its headers (a strict CSP) and errors
 //!   as pages.
-//! - [`audit`], [`tickets`]: the pages, each a thin layer over the
+//! - [`audit`], [`tickets`], [`integrity`], [`operations`]: the pages,
+//!   each a thin layer over the
 //!   function the API's handler calls, so the console has no logic of its
 //!   own to drift from the API's.
 //! - The assets (one stylesheet, one script) are embedded here and served
@@ -15,6 +16,8 @@
 //!   checked at compile time, every value escaped).
 
 pub mod audit;
+pub mod integrity;
+pub mod operations;
 pub mod page;
 pub mod session;
 pub mod tickets;

@@ -535,8 +535,19 @@ pub async fn proof(
     path: web::Path<PositionPath>,
     query: Query<ProofQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    let asked = number("tree_size", query.tree_size.as_deref())?;
+    Ok(HttpResponse::Ok().json(inclusion(&state, path.position, asked).await?))
+}
+
+/// The inclusion proof of the event at `position` in the tree of
+/// `tree_size` events (default: the latest checkpoint's): what the proof
+/// route answers and the console's integrity page shows.
+pub async fn inclusion(
+    state: &AppState,
+    position: u64,
+    asked: Option<u64>,
+) -> Result<InclusionProofBody, ApiError> {
     let store = state.raw_store.as_ref();
-    let position = path.position;
     if position == 0 {
         return Err(ApiError::BadRequest {
             code: "invalid_path_parameter",
@@ -544,7 +555,6 @@ pub async fn proof(
             detail: "positions start at 1".into(),
         });
     }
-    let asked = number("tree_size", query.tree_size.as_deref())?;
     let log = head(store).await?;
     if position > log {
         return Err(ApiError::NotFound {
@@ -574,7 +584,7 @@ pub async fn proof(
         },
     };
     let p = inclusion_proof(store, position, tree_size).await?;
-    Ok(HttpResponse::Ok().json(InclusionProofBody {
+    Ok(InclusionProofBody {
         position: p.position,
         leaf_index: p.leaf_index,
         tree_size: p.tree_size,
@@ -582,7 +592,7 @@ pub async fn proof(
         audit_path: p.audit_path.iter().map(|h| h.to_hex()).collect(),
         root_hash: p.root_hash.to_hex(),
         checkpoint: checkpoint_of(store, tree_size).await?,
-    }))
+    })
 }
 
 /// `?from=&to=` of a consistency proof.
@@ -853,6 +863,12 @@ pub struct AuditBody {
     responses((status = 200, description = "The audit report; `ok` says whether the history is intact", body = AuditBody))
 )]
 pub async fn verify(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(audit_report(&state).await?))
+}
+
+/// The whole check, as the verify route answers it and the console's
+/// integrity page shows it.
+pub async fn audit_report(state: &AppState) -> Result<AuditBody, ApiError> {
     // Nothing the caller sent can make the audit fail: every error is ours.
     let report = verify_all(state.raw_store.as_ref(), &state.public_key)
         .await
@@ -864,7 +880,7 @@ pub async fn verify(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     .into_iter()
     .flatten()
     .min();
-    Ok(HttpResponse::Ok().json(AuditBody {
+    Ok(AuditBody {
         ok: report.ok(),
         events: report.events,
         verified: report.chain.verified,
@@ -874,7 +890,7 @@ pub async fn verify(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         findings: report.findings(),
         first_bad_checkpoint: report.first_bad_checkpoint.map(Into::into),
         latest_checkpoint: report.latest_checkpoint.map(Into::into),
-    }))
+    })
 }
 
 #[cfg(test)]

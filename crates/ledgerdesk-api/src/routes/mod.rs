@@ -490,5 +490,25 @@ fn console_routes(cfg: &mut web::ServiceConfig) {
             at("/console/files/{sha256}")
                 .on("GET", files::download)
                 .done(),
+        )
+        .service(
+            at("/console/integrity")
+                .on("GET", console::integrity::page)
+                .done(),
+        )
+        .service(
+            at("/console/integrity/bundle")
+                .on("GET", console::integrity::bundle)
+                .done(),
+        )
+        .service(
+            at("/console/operations")
+                .on("GET", console::operations::page)
+                .done(),
+        )
+        .service(
+            at("/console/operations/{name}/rebuild")
+                .on("POST", console::operations::rebuild)
+                .done(),
         );
 }

@@ -325,18 +325,52 @@ pub async fn rebuild(
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let name = name.into_inner();
-    if !state.projector.names().contains(&name.as_str()) {
-        return Err(ProjectionError::UnknownProjection(name).into());
-    }
-    let projector = state.projector.clone();
-    let task_name = name.clone();
-    tokio::spawn(async move {
-        if let Err(e) = projector.rebuild(&task_name, |_, _| {}).await {
-            tracing::error!(projection = %task_name, error = %e, "rebuild failed");
-        }
-    });
+    start_rebuild(&state, &name)?;
     Ok(HttpResponse::Accepted().json(RebuildStarted {
         name,
         state: "rebuilding".into(),
     }))
+}
+
+/// Rebuilds running in this process: events done and to do, per
+/// projection, for the console's progress bar.
+#[derive(Debug, Default)]
+pub struct Rebuilds(std::sync::Mutex<std::collections::HashMap<String, (u64, u64)>>);
+
+impl Rebuilds {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (u64, u64)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `(done, total)` of the running rebuild of `name`.
+    pub fn progress(&self, name: &str) -> Option<(u64, u64)> {
+        self.lock().get(name).copied()
+    }
+}
+
+/// Start rebuilding projection `name` in the background (what the rebuild
+/// route and the console's operations page do); its progress is kept in
+/// [`AppState::rebuilds`] while it runs.
+pub fn start_rebuild(state: &AppState, name: &str) -> Result<(), ApiError> {
+    if !state.projector.names().contains(&name) {
+        return Err(ProjectionError::UnknownProjection(name.to_string()).into());
+    }
+    let projector = state.projector.clone();
+    let rebuilds = state.rebuilds.clone();
+    let task_name = name.to_string();
+    rebuilds.lock().insert(task_name.clone(), (0, 0));
+    tokio::spawn(async move {
+        let progress = {
+            let rebuilds = rebuilds.clone();
+            let name = task_name.clone();
+            move |done, total| {
+                rebuilds.lock().insert(name.clone(), (done, total));
+            }
+        };
+        if let Err(e) = projector.rebuild(&task_name, progress).await {
+            tracing::error!(projection = %task_name, error = %e, "rebuild failed");
+        }
+        rebuilds.lock().remove(&task_name);
+    });
+    Ok(())
 }
