@@ -22,6 +22,7 @@ backend_tests!(
     the_ticket_list_filters_like_the_api,
     the_integrity_page_verifies_proves_and_hands_out_bundles,
     the_operations_page_shows_projections_and_rebuilds_them,
+    staff_reply_note_change_status_and_assign_from_the_ticket_page,
 );
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -933,4 +934,121 @@ async fn the_operations_page_shows_projections_and_rebuilds_them(db: &TestDb) {
             .status,
         403
     );
+}
+
+async fn staff_reply_note_change_status_and_assign_from_the_ticket_page(db: &TestDb) {
+    let app = spawn_app(db).await;
+    let (agent_id, agent) = app.user("agent").await;
+    let (_, auditor) = app.user("auditor").await;
+    let id = app.ticket(&agent).await;
+    let path = format!("/console/tickets/{id}");
+    let shown = page(&app, &path, Some(&agent)).await;
+    for form_id in ["reply-form", "note-form", "status-form", "assign-form"] {
+        assert!(
+            shown.body.contains(&format!("data-testid=\"{form_id}\"")),
+            "{form_id}"
+        );
+    }
+    let token = csrf(&shown.body);
+    let agent_id = agent_id.to_string();
+    let steps: [(&str, Vec<(&str, &str)>); 4] = [
+        (
+            "reply",
+            vec![
+                ("body", "Replaced the toner.\r\nAll good now."),
+                ("channel", "email"),
+            ],
+        ),
+        ("note", vec![("body", "Customer was polite.")]),
+        ("status", vec![("status", "pending")]),
+        ("assign", vec![("agent", agent_id.as_str())]),
+    ];
+    for (action, fields) in &steps {
+        let mut fields = fields.clone();
+        fields.push(("csrf", &token));
+        let a = form(
+            &app,
+            &format!("{path}/{action}"),
+            Some(&agent),
+            &fields,
+            &[],
+        )
+        .await;
+        assert_eq!(a.status, 303, "{action}: {}", a.body);
+        assert_eq!(location(&a), format!("{path}#conversation"));
+    }
+    let head = app.head().await;
+    let view = ok_json(
+        app.get(&format!("/api/v1/tickets/{id}?min_position={head}"), &agent)
+            .await,
+    )
+    .await;
+    assert_eq!(view["status"], "pending");
+    assert_eq!(view["assignee"]["id"], agent_id.as_str());
+    let items = view["messages"]["items"].as_array().unwrap();
+    assert!(items
+        .iter()
+        .any(|i| i["body"] == "Replaced the toner.\r\nAll good now."
+            && !i["internal"].as_bool().unwrap()));
+    assert!(items
+        .iter()
+        .any(|i| i["body"] == "Customer was polite." && i["internal"] == true));
+    let after = page(&app, &path, Some(&agent)).await;
+    assert!(after.body.contains("Customer was polite."));
+
+    // Refusals write nothing: an empty reply, a control character, an
+    // auditor, a form without its token.
+    let before = app.events().await.len();
+    let empty = form(
+        &app,
+        &format!("{path}/reply"),
+        Some(&agent),
+        &[("body", "  "), ("csrf", &token)],
+        &[],
+    )
+    .await;
+    assert!(empty.status.is_client_error(), "{}", empty.status);
+    is_page(&empty);
+    let control = form(
+        &app,
+        &format!("{path}/note"),
+        Some(&agent),
+        &[("body", "a\u{7}b"), ("csrf", &token)],
+        &[],
+    )
+    .await;
+    assert_eq!(control.status, 400);
+    let seen = page(&app, &path, Some(&auditor)).await;
+    assert!(
+        !seen.body.contains("data-testid=\"reply-form\""),
+        "auditors read only"
+    );
+    let auditor_token = csrf(&seen.body);
+    let refused = form(
+        &app,
+        &format!("{path}/note"),
+        Some(&auditor),
+        &[("body", "x"), ("csrf", &auditor_token)],
+        &[],
+    )
+    .await;
+    assert_eq!(refused.status, 403);
+    let tokenless = form(
+        &app,
+        &format!("{path}/note"),
+        Some(&agent),
+        &[("body", "x")],
+        &[],
+    )
+    .await;
+    assert_eq!(tokenless.status, 403);
+    assert_eq!(app.events().await.len(), before);
+    // The past has no forms.
+    let past = page(
+        &app,
+        &format!("{path}?as_of={}", enc(&chrono::Utc::now().to_rfc3339())),
+        Some(&agent),
+    )
+    .await;
+    assert!(!past.body.contains("data-testid=\"reply-form\""));
 }

@@ -346,6 +346,17 @@ struct TicketPage {
     tz: String,
     tab: &'static str,
     history: Vec<HistoryRow>,
+    /// The reply, note, status and assign forms (staff, and only now, not
+    /// in the past).
+    forms: Option<Forms>,
+}
+
+/// What the action forms offer.
+#[derive(Debug)]
+pub struct Forms {
+    statuses: Vec<Choice>,
+    agents: Vec<Choice>,
+    departments: Vec<Choice>,
 }
 
 /// One event of the history tab.
@@ -471,7 +482,40 @@ async fn ticket_page(
             })
             .collect();
     }
+    let staff = matches!(chrome.role, "agent" | "admin");
+    let forms = if staff && when.is_none() {
+        let pool = state.store.pool();
+        let hidden: Vec<Uuid> = state.db.system_user().await?.into_iter().collect();
+        let assignee = view.assignee.as_ref().map(|a| a.id.to_string());
+        let department = view.department.as_ref().map(|d| d.id.to_string());
+        Some(Forms {
+            statuses: choices(&STATUSES[1..], &view.status),
+            agents: people::users(&pool, &hidden, 500, 0)
+                .await?
+                .into_iter()
+                .filter(|u| u.role != "auditor" && u.active)
+                .map(|u| Choice {
+                    selected: Some(u.id.to_string()) == assignee,
+                    value: u.id.to_string(),
+                    label: u.name,
+                })
+                .collect(),
+            departments: people::departments(&pool, 500, 0)
+                .await?
+                .into_iter()
+                .filter(|d| d.active)
+                .map(|d| Choice {
+                    selected: Some(d.id.to_string()) == department,
+                    value: d.id.to_string(),
+                    label: d.name,
+                })
+                .collect(),
+        })
+    } else {
+        None
+    };
     let page = TicketPage {
+        forms,
         chrome: Some(chrome),
         t: header(&view),
         items,
@@ -501,4 +545,112 @@ pub async fn history(
     path: web::Path<IdPath>,
 ) -> PageResult {
     ticket_page(&state, &req, path.id, "history").await
+}
+
+/// The fields of a posted form (its CSRF token already checked by the gate).
+fn posted(body: &[u8]) -> Vec<(String, String)> {
+    form_urlencoded::parse(body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// Text as the API's edge takes it: no control characters but tab and
+/// line breaks (the domain refuses what else it must).
+fn text(name: &'static str, value: &str) -> Result<String, ApiError> {
+    ledgerdesk_domain::fields::plain(name, value)
+        .map_err(|e| ApiError::bad_field(name, e.to_string()))?;
+    Ok(value.to_string())
+}
+
+fn back(id: Uuid) -> actix_web::HttpResponse {
+    super::page::see_other(&format!("/console/tickets/{id}#conversation"))
+}
+
+/// `POST /console/tickets/{id}/reply`: a public message to the requester,
+/// on the channel the page names (the ticket's).
+pub async fn reply(
+    state: web::Data<AppState>,
+    cx: crate::extract::Cx,
+    path: web::Path<IdPath>,
+    body: web::Bytes,
+) -> PageResult {
+    let f = posted(&body);
+    let channel = match get(&f, "channel") {
+        "" => "email".to_string(),
+        c => text("channel", c)?,
+    };
+    let message = ledgerdesk_app::input::PublicMessage {
+        message_id: None,
+        direction: "outbound".into(),
+        channel,
+        body: text("body", get(&f, "body"))?,
+    };
+    state
+        .helpdesk
+        .add_public_message(&cx.actor, path.id, message, None)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(back(path.id))
+}
+
+/// `POST /console/tickets/{id}/note`: an internal note.
+pub async fn note(
+    state: web::Data<AppState>,
+    cx: crate::extract::Cx,
+    path: web::Path<IdPath>,
+    body: web::Bytes,
+) -> PageResult {
+    let f = posted(&body);
+    let note = ledgerdesk_app::input::Note {
+        note_id: None,
+        body: text("body", get(&f, "body"))?,
+    };
+    state
+        .helpdesk
+        .add_note(&cx.actor, path.id, note, None)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(back(path.id))
+}
+
+/// `POST /console/tickets/{id}/status`.
+pub async fn status(
+    state: web::Data<AppState>,
+    cx: crate::extract::Cx,
+    path: web::Path<IdPath>,
+    body: web::Bytes,
+) -> PageResult {
+    let f = posted(&body);
+    let change = ledgerdesk_app::input::StatusChange {
+        status: text("status", get(&f, "status"))?,
+    };
+    state
+        .helpdesk
+        .change_ticket_status(&cx.actor, path.id, change, None)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(back(path.id))
+}
+
+/// `POST /console/tickets/{id}/assign`: to an agent, a department or both.
+pub async fn assign(
+    state: web::Data<AppState>,
+    cx: crate::extract::Cx,
+    path: web::Path<IdPath>,
+    body: web::Bytes,
+) -> PageResult {
+    let f = posted(&body);
+    let transfer = ledgerdesk_app::input::Transfer {
+        to_agent: uuid("agent", get(&f, "agent"))?,
+        to_department: uuid("department", get(&f, "department"))?,
+    };
+    if transfer.to_agent.is_none() && transfer.to_department.is_none() {
+        return Err(ApiError::bad_field("agent", "choose an agent or a department").into());
+    }
+    state
+        .helpdesk
+        .transfer_ticket(&cx.actor, path.id, transfer, None)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(back(path.id))
 }

@@ -487,6 +487,26 @@ fn console_routes(cfg: &mut web::ServiceConfig) {
                 .done(),
         )
         .service(
+            at("/console/tickets/{id}/reply")
+                .on("POST", c_tickets::reply)
+                .done(),
+        )
+        .service(
+            at("/console/tickets/{id}/note")
+                .on("POST", c_tickets::note)
+                .done(),
+        )
+        .service(
+            at("/console/tickets/{id}/status")
+                .on("POST", c_tickets::status)
+                .done(),
+        )
+        .service(
+            at("/console/tickets/{id}/assign")
+                .on("POST", c_tickets::assign)
+                .done(),
+        )
+        .service(
             at("/console/files/{sha256}")
                 .on("GET", files::download)
                 .done(),
