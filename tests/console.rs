@@ -14,6 +14,7 @@ use uuid::Uuid;
 backend_tests!(
     signing_in_sets_a_strict_cookie_and_signing_out_revokes_it,
     sign_in_goes_back_only_to_the_console,
+    sign_in_is_throttled_and_recorded_like_the_api,
     forms_need_the_sessions_csrf_token_and_this_origin,
     every_console_route_answers_each_role_as_its_row_says,
     what_people_typed_is_shown_as_text,
@@ -1051,4 +1052,49 @@ async fn staff_reply_note_change_status_and_assign_from_the_ticket_page(db: &Tes
     )
     .await;
     assert!(!past.body.contains("data-testid=\"reply-form\""));
+}
+
+async fn sign_in_is_throttled_and_recorded_like_the_api(db: &TestDb) {
+    let app = spawn_app(db).await;
+    let (user_id, email) = user_with_password(&app, "agent").await;
+    for _ in 0..MAX_FAILED {
+        let a = form(
+            &app,
+            "/console/login",
+            None,
+            &[("email", &email), ("password", "wrong-password")],
+            &[],
+        )
+        .await;
+        assert_eq!(a.status, 401);
+    }
+    let a = form(
+        &app,
+        "/console/login",
+        None,
+        &[("email", &email), ("password", "password-123")],
+        &[],
+    )
+    .await;
+    assert_eq!(a.status, 429);
+    is_page(&a);
+    assert!(a.headers.contains_key("retry-after"));
+    assert!(!a.headers.contains_key(SET_COOKIE));
+    // The API counts the same attempts.
+    let api = app
+        .send(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"email": email, "password": "password-123"})),
+        )
+        .await;
+    assert_eq!(api.status(), 429);
+    let failed = app
+        .stream(&format!("user-{user_id}"))
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == "user.login_failed")
+        .count();
+    assert!(failed >= MAX_FAILED as usize, "{failed}");
 }
