@@ -1071,7 +1071,7 @@ async fn one_worker_per_projection_across_processes(db: &TestDb) {
     };
     assert_eq!(
         lease_count().await,
-        ledgerdesk_projections::runner::builtin().len() as i64
+        ledgerdesk_projections::builtin().len() as i64
     );
 
     history(&*store_b).await;
@@ -1095,7 +1095,7 @@ async fn one_worker_per_projection_across_processes(db: &TestDb) {
     .await;
     assert_eq!(
         lease_count().await,
-        ledgerdesk_projections::runner::builtin().len() as i64
+        ledgerdesk_projections::builtin().len() as i64
     );
     let user = Uuid::now_v7();
     append(

@@ -31,7 +31,7 @@ use uuid::Uuid;
 
 use crate::db::{self, Arg, DbRow, Record, Tx};
 use crate::personal::personal;
-use crate::runner::{Event, Names, Projection};
+use crate::projection::{Event, Names, Projection};
 use crate::schema::Table;
 use crate::{clamp_limit, Page, ProjectionError};
 

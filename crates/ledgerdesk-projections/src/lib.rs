@@ -2,12 +2,15 @@
 //! truth: every table here can be dropped and rebuilt from it.
 //!
 //! # Layout
-//! - [`runner`]: the [`Projection`] trait and the [`Projector`], which reads
-//!   the log in pages from each projection's checkpoint and applies a page
-//!   and its new checkpoint in one transaction; background workers (one per
-//!   projection, held by a PostgreSQL advisory lock across processes),
-//!   `catch_up`, `status`, `rebuild` (shadow tables, atomic swap) and
-//!   `build_as_of` (a past position into a separate SQLite file).
+//! - [`projection`]: the contract, the [`Projection`] trait and the
+//!   [`Event`]s it is handed; [`builtin`] lists ledgerdesk's read models.
+//! - [`runner`]: the [`Projector`], which reads the log in pages from each
+//!   projection's checkpoint and applies a page and its new checkpoint in
+//!   one transaction; background workers (one per projection, held by a
+//!   PostgreSQL advisory lock across processes), `catch_up`, `status`,
+//!   `rebuild` (shadow tables, atomic swap) and `build_as_of` (a past
+//!   position into a separate SQLite file). It knows projections only
+//!   through the trait.
 //! - [`schema`]: tables as DDL templates shared by the migration, shadow
 //!   rebuilds and as-of files.
 //! - [`db`]: one transaction type for both backends, so SQL is written once.
@@ -24,6 +27,7 @@ mod error;
 pub mod people;
 pub mod personal;
 pub mod presence;
+pub mod projection;
 pub mod reports;
 pub mod runner;
 pub mod schema;
@@ -32,12 +36,27 @@ pub mod tickets;
 /// Re-exported so custom [`Projection`]s can be written without adding the crate.
 pub use async_trait::async_trait;
 pub use error::ProjectionError;
+pub use projection::{Event, Names, Projection};
 pub use runner::{
-    build_as_of, build_as_of_time, open_as_of, Event, Names, Projection, ProjectionFailure,
-    ProjectionHealth, ProjectionStatus, Projector, WorkerState,
+    build_as_of, build_as_of_time, open_as_of, ProjectionFailure, ProjectionHealth,
+    ProjectionStatus, Projector, WorkerState,
 };
 
+use std::sync::Arc;
+
 use serde::Serialize;
+
+/// The read models of ledgerdesk, as [`Projector::new`] runs them.
+pub fn builtin() -> Vec<Arc<dyn Projection>> {
+    vec![
+        Arc::new(tickets::TicketsProjection),
+        Arc::new(conversation::ConversationProjection),
+        Arc::new(audit::AuditProjection),
+        Arc::new(presence::PresenceProjection),
+        Arc::new(reports::ReportsProjection),
+        Arc::new(people::PeopleProjection),
+    ]
+}
 
 /// One page of a keyset-paginated query.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -22,7 +22,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::db::{self, upsert_clause, Arg, DbRow, Record, Tx};
-use crate::runner::{Event, Names as Tables, Projection};
+use crate::projection::{Event, Names as Tables, Projection};
 use crate::schema::Table;
 use crate::ProjectionError;
 

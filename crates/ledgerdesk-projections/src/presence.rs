@@ -16,7 +16,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::db::{self, upsert_clause, Arg, DbRow, Record, Tx, Where};
-use crate::runner::{Event, Names, Projection};
+use crate::projection::{Event, Names, Projection};
 use crate::schema::Table;
 use crate::ProjectionError;
 

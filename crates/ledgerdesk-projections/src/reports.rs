@@ -24,7 +24,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::db::{self, upsert_clause, Arg, DbRow, Record, Tx};
-use crate::runner::{Event, Names, Projection};
+use crate::projection::{Event, Names, Projection};
 use crate::schema::Table;
 use crate::ProjectionError;
 
@@ -129,7 +129,7 @@ impl Projection for ReportsProjection {
     ) -> Result<(), ProjectionError> {
         let tickets_table = names.table("report_tickets");
         let facts_table = names.table("report_facts");
-        let mut ids: BTreeSet<String> = crate::runner::ticket_ids(events).into_iter().collect();
+        let mut ids: BTreeSet<String> = crate::projection::ticket_ids(events).into_iter().collect();
         let mut viewers = BTreeSet::new();
         for e in events {
             if let Some(AnyEvent::User(u)) = &e.domain {

@@ -94,7 +94,7 @@ pub const MIGRATED: &[&str] = &["tickets", "audit", "presence", "reports"];
 pub fn migration_sql(dialect: Dialect) -> String {
     let tables: Vec<Table> = std::iter::once(CHECKPOINTS)
         .chain(
-            crate::runner::builtin()
+            crate::builtin()
                 .iter()
                 .filter(|p| MIGRATED.contains(&p.name()))
                 .flat_map(|p| p.tables().iter().copied()),
@@ -138,7 +138,7 @@ mod tests {
     fn table_templates_hold_no_semicolon() {
         // `Tx::batch` splits DDL on `;`: one in a column comment breaks
         // every shadow rebuild and ensure_schema of that table.
-        for p in crate::runner::builtin() {
+        for p in crate::builtin() {
             for t in p.tables() {
                 assert!(!t.columns.contains(';'), "{}: `;` in {}", p.name(), t.name);
             }

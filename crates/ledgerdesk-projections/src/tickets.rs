@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::db::{self, upsert_clause, Arg, DbRow, Record, Tx, Where};
 use crate::personal::personal;
-use crate::runner::{Event, Names, Projection};
+use crate::projection::{Event, Names, Projection};
 use crate::schema::Table;
 use crate::{clamp_limit, Page, ProjectionError};
 
@@ -237,7 +237,7 @@ impl Projection for TicketsProjection {
     ) -> Result<(), ProjectionError> {
         let table = names.table("tickets");
         let tags_table = names.table("ticket_tags");
-        let ids = crate::runner::ticket_ids(events);
+        let ids = crate::projection::ticket_ids(events);
         let erased: Vec<Uuid> = events
             .iter()
             .filter_map(|e| match &e.domain {

@@ -18,7 +18,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::db::{self, upsert_clause, Arg, DbRow, Record, Tx, Where};
-use crate::runner::{Event, Names, Projection};
+use crate::projection::{Event, Names, Projection};
 use crate::schema::Table;
 use crate::{clamp_limit, Page, ProjectionError};
 
