@@ -14,8 +14,9 @@
 //! - [`merkle`]: the RFC 9162 Merkle tree over the log (leaf = the canonical
 //!   bytes of [`hash`]), kept incrementally in `merkle_nodes`, with inclusion
 //!   and consistency proofs.
-//! - [`checkpoint`]: Ed25519-signed tree heads, the key file, the background
-//!   [`Checkpointer`], and [`verify_all`].
+//! - [`checkpoint`]: Ed25519-signed tree heads — the key file (`key`),
+//!   signing, storing and the background [`Checkpointer`] (`signed`), and
+//!   [`verify_all`] (`audit`).
 //! - [`bundle`]: evidence bundles of a range of events, verifiable offline.
 //!
 //! [`open`] picks the backend from the URL.
