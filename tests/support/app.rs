@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
+use ledgerdesk_api::audit_feed::AuditFeed;
 use ledgerdesk_api::auth::Verifier;
 use ledgerdesk_api::configuration::{LogFormat, Settings};
-use ledgerdesk_api::routes::audit::AuditFeed;
 use ledgerdesk_api::{telemetry, Application};
 use ledgerdesk_store::{EventStore, RecordedEvent, StreamRange};
 use reqwest::{Method, Response};

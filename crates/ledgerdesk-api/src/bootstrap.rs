@@ -9,14 +9,19 @@ use uuid::Uuid;
 use crate::auth::{generated_password, normalise_email};
 use crate::configuration::BootstrapSettings;
 use crate::db::UserRow;
-use crate::startup::StartupError;
 use crate::state::AppState;
 
 /// The system account's email (not deliverable on purpose).
 pub const SYSTEM_EMAIL: &str = "system@ledgerdesk.invalid";
 
-fn failed(what: &str, e: impl std::fmt::Display) -> StartupError {
-    StartupError::Bootstrap(format!("{what}: {e}"))
+/// Why the first users could not be created. Startup wraps it; it is its
+/// own type so that this module does not depend on the one that calls it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BootstrapError(String);
+
+fn failed(what: &str, e: impl std::fmt::Display) -> BootstrapError {
+    BootstrapError(format!("{what}: {e}"))
 }
 
 async fn create(
@@ -25,7 +30,7 @@ async fn create(
     email: &str,
     role: &str,
     system: bool,
-) -> Result<Option<Uuid>, StartupError> {
+) -> Result<Option<Uuid>, BootstrapError> {
     let id = Uuid::now_v7();
     let row = UserRow {
         id,
@@ -58,7 +63,7 @@ async fn create(
 }
 
 /// Create the system account and the first admin when there are no users.
-pub async fn run(state: &AppState, settings: &BootstrapSettings) -> Result<(), StartupError> {
+pub async fn run(state: &AppState, settings: &BootstrapSettings) -> Result<(), BootstrapError> {
     let users = state
         .db
         .count_users()

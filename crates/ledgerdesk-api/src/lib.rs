@@ -5,9 +5,11 @@
 //!   `LEDGERDESK__…` variables.
 //! - [`telemetry`]: the tracing subscriber.
 //! - [`startup`]: `Application::build` → `port()` → `run_until_stopped()`.
-//! - [`state`]: what handlers share.
+//! - [`state`]: what handlers share; [`audit_feed`]: the live audit
+//!   stream's rows and slots, which it holds.
 //! - [`middleware`]: request id + metrics, then the [`permissions`] table
 //!   (token → [`auth::Caller`], role check), then `Idempotency-Key` replay.
+//! - [`consistency`]: `min_position`, a read waiting for its own write.
 //! - [`routes`]: one module per resource; handlers turn a request into one
 //!   `ledgerdesk_app::Helpdesk` call with an `Actor` built by [`extract`].
 //! - [`error`]: [`ApiError`], the one error type, sent as problem+json.
@@ -21,10 +23,12 @@
 
 pub mod auth;
 pub mod bootstrap;
+pub mod audit_feed;
 pub mod configuration;
 pub mod console;
 pub mod db;
 pub mod error;
+pub mod consistency;
 pub mod extract;
 pub mod metrics;
 pub mod middleware;

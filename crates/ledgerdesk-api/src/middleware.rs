@@ -23,7 +23,6 @@ use crate::db::{Idempotency, StoredResponse};
 use crate::error::ApiError;
 use crate::extract::RequestId;
 use crate::permissions::{Access, Auth, Permission};
-use crate::routes::BodyLimit;
 use crate::state::AppState;
 
 /// The request id header, read and returned.
@@ -231,6 +230,17 @@ pub(crate) async fn authorize(
 
 fn valid_key(key: &str) -> bool {
     (1..=255).contains(&key.len()) && key.bytes().all(|b| (0x21..=0x7e).contains(&b))
+}
+
+/// How large a body a route reads, so that the idempotency layer (which
+/// buffers the body to fingerprint it) refuses what the route would refuse
+/// before holding more of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyLimit {
+    /// `http.max_json_bytes`.
+    Json,
+    /// `files.max_bytes` plus room for the multipart framing.
+    File,
 }
 
 /// Replays the first response to a command sent again with the same

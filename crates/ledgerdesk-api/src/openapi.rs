@@ -6,6 +6,7 @@
 
 use std::sync::OnceLock;
 
+use actix_web::HttpResponse;
 use serde_json::{json, Map, Value};
 use utoipa::OpenApi;
 
@@ -25,7 +26,7 @@ use crate::routes::{
         health::healthz,
         health::readyz,
         health::metrics,
-        health::openapi,
+        serve,
         auth::login,
         auth::logout,
         auth::me,
@@ -290,6 +291,19 @@ pub fn json() -> String {
     static DOC: OnceLock<String> = OnceLock::new();
     DOC.get_or_init(|| serde_json::to_string(&document()).unwrap_or_default())
         .clone()
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object))
+)]
+pub async fn serve() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(json())
 }
 
 #[cfg(test)]

@@ -39,9 +39,12 @@ pub enum StartupError {
     /// A bad setting.
     #[error(transparent)]
     Config(#[from] crate::configuration::ConfigError),
-    /// The first users could not be created.
+    /// The projections' schema or the signing key could not be prepared.
     #[error("bootstrap failed: {0}")]
     Bootstrap(String),
+    /// The first users could not be created.
+    #[error("bootstrap failed: {0}")]
+    FirstUsers(#[from] crate::bootstrap::BootstrapError),
 }
 
 /// A built, bound server.
@@ -54,7 +57,7 @@ pub struct Application {
     run_projections: bool,
     checkpoints: Option<(Checkpointer, Arc<CheckpointKey>)>,
     verifier: Verifier,
-    audit_feed: Arc<routes::audit::AuditFeed>,
+    audit_feed: Arc<crate::audit_feed::AuditFeed>,
 }
 
 impl Application {
@@ -98,7 +101,7 @@ impl Application {
             settings.auth.max_concurrent_verifications,
             std::time::Duration::from_millis(settings.auth.verification_wait_ms),
         );
-        let audit_feed = Arc::new(routes::audit::AuditFeed::new(
+        let audit_feed = Arc::new(crate::audit_feed::AuditFeed::new(
             settings.audit.max_streams_per_user,
             settings.audit.max_streams,
         ));
@@ -183,7 +186,7 @@ impl Application {
     }
 
     /// The live streams' follower and count.
-    pub fn audit_feed(&self) -> Arc<routes::audit::AuditFeed> {
+    pub fn audit_feed(&self) -> Arc<crate::audit_feed::AuditFeed> {
         self.audit_feed.clone()
     }
 

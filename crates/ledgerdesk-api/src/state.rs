@@ -40,7 +40,7 @@ pub struct AppState {
     /// Password verification, a bounded number at a time.
     pub verifier: Verifier,
     /// New audit entries for the live streams, and their count.
-    pub audit_feed: Arc<crate::routes::audit::AuditFeed>,
+    pub audit_feed: Arc<crate::audit_feed::AuditFeed>,
     /// Request and append counters.
     pub metrics: Arc<Metrics>,
     /// `auth.token_ttl_secs`.

@@ -8,8 +8,7 @@
 //! Filters come either as separate parameters or as one `query` in the
 //! audit query language (`ledgerdesk_projections::audit::query`), not both.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,13 +27,14 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::broadcast;
 use utoipa::{IntoParams, ToSchema};
+use crate::audit_feed::{AuditFeed, Batch, StreamSlot};
+use crate::consistency::reached;
 use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::extract::Cx;
 use crate::middleware::authorize;
 use crate::permissions::{self, Access};
-use crate::routes::views::reached;
 use crate::state::AppState;
 
 /// Rows per database round trip of an export or the stream.
@@ -534,110 +534,6 @@ const IDLE_RECHECK: Duration = Duration::from_secs(5);
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// How often the stream checks that its caller may still read it.
 pub const SESSION_CHECK: Duration = Duration::from_secs(5);
-/// Batches the follower keeps for slow streams; one further behind reads
-/// from its own position instead.
-const BUFFER: usize = 64;
-/// What a 429 for too many streams asks to wait, in seconds.
-const STREAM_RETRY_AFTER: u64 = 10;
-
-/// New audit entries of the process, read once by one follower and shared
-/// with every live stream; and the count of open streams, per user and in
-/// all.
-#[derive(Debug)]
-pub struct AuditFeed {
-    max_per_user: usize,
-    max: usize,
-    open: std::sync::Mutex<(usize, HashMap<Uuid, usize>)>,
-    batches: broadcast::Sender<Arc<Batch>>,
-    /// Every audit row up to here has been sent as a batch.
-    position: AtomicU64,
-    follower_reads: AtomicU64,
-    stream_reads: AtomicU64,
-}
-
-/// The audit rows with positions in `(after, to]`, all of them.
-#[derive(Debug)]
-struct Batch {
-    after: u64,
-    to: u64,
-    rows: Vec<AuditRow>,
-}
-
-/// A stream's place in the count; given back when the stream ends, however
-/// it ends (a client gone drops the response body, and this with it).
-#[derive(Debug)]
-pub struct StreamSlot {
-    feed: Arc<AuditFeed>,
-    user: Uuid,
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        let mut open = self.feed.open.lock().unwrap_or_else(|e| e.into_inner());
-        open.0 = open.0.saturating_sub(1);
-        if let Some(n) = open.1.get_mut(&self.user) {
-            *n -= 1;
-            if *n == 0 {
-                open.1.remove(&self.user);
-            }
-        }
-    }
-}
-
-impl AuditFeed {
-    /// At most `max_per_user` streams per user and `max` in all.
-    pub fn new(max_per_user: usize, max: usize) -> Self {
-        Self {
-            max_per_user,
-            max,
-            open: Default::default(),
-            batches: broadcast::channel(BUFFER).0,
-            position: AtomicU64::new(0),
-            follower_reads: AtomicU64::new(0),
-            stream_reads: AtomicU64::new(0),
-        }
-    }
-
-    /// A slot for one more stream of `user`, or 429.
-    pub fn open(self: &Arc<Self>, user: Uuid) -> Result<StreamSlot, ApiError> {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let mine = open.1.get(&user).copied().unwrap_or(0);
-        let detail = if mine >= self.max_per_user {
-            "too many live audit streams open for this user; close one first"
-        } else if open.0 >= self.max {
-            "too many live audit streams open on this server"
-        } else {
-            open.0 += 1;
-            *open.1.entry(user).or_default() += 1;
-            return Ok(StreamSlot {
-                feed: self.clone(),
-                user,
-            });
-        };
-        Err(ApiError::Limited {
-            code: "too_many_streams",
-            detail,
-            retry_after: STREAM_RETRY_AFTER,
-        })
-    }
-
-    /// Queries the follower made.
-    pub fn follower_reads(&self) -> u64 {
-        self.follower_reads.load(Ordering::SeqCst)
-    }
-
-    /// Queries the streams made on their own: one when they start, and
-    /// again only when one falls behind the follower or filters by text.
-    pub fn stream_reads(&self) -> u64 {
-        self.stream_reads.load(Ordering::SeqCst)
-    }
-
-    /// Streams open now.
-    pub fn open_streams(&self) -> usize {
-        self.open.lock().unwrap_or_else(|e| e.into_inner()).0
-    }
-}
-
 /// The process's one reader of new audit entries: woken by the store's
 /// head, it reads what the audit view added since its last read and sends
 /// it to every stream. It reads nothing while no stream listens.

@@ -29,10 +29,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::consistency::reached;
 use crate::error::ApiError;
 use crate::extract::Query;
 use crate::routes::names::{names, Names};
-use crate::routes::views::reached;
 use crate::routes::{etag, IdPath};
 use crate::state::AppState;
 

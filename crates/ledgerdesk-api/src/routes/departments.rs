@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::consistency::reached;
 use crate::error::ApiError;
 use crate::extract::{Cx, Json, Query};
 use crate::routes::users::{settle, PeoplePage};
-use crate::routes::views::reached;
 use crate::routes::{etag, CommandResult, IdPath};
 use crate::state::AppState;
 

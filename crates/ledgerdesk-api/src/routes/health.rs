@@ -95,16 +95,3 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             text
         })
 }
-
-/// This document.
-#[utoipa::path(
-    get,
-    path = "/openapi.json",
-    tag = "operations",
-    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object))
-)]
-pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(crate::openapi::json())
-}

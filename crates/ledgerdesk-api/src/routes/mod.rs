@@ -25,6 +25,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::middleware::BodyLimit;
 use crate::{middleware, permissions};
 
 /// Where a command left its stream.
@@ -167,17 +168,6 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
     })
 }
 
-/// How large a body a route reads, so that the idempotency layer (which
-/// buffers the body to fingerprint it) refuses what the route would refuse
-/// before holding more of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyLimit {
-    /// `http.max_json_bytes`.
-    Json,
-    /// `files.max_bytes` plus room for the multipart framing.
-    File,
-}
-
 /// A resource whose every route carries its own row of the permission
 /// table. Authorization runs on the route that actually answers, after
 /// routing has decoded the path, so no spelling of a path can reach a
@@ -253,7 +243,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(at("/healthz").on("GET", health::healthz).done())
         .service(at("/readyz").on("GET", health::readyz).done())
         .service(at("/metrics").on("GET", health::metrics).done())
-        .service(at("/openapi.json").on("GET", health::openapi).done())
+        .service(at("/openapi.json").on("GET", crate::openapi::serve).done())
         .service(at("/api/v1/auth/login").on("POST", auth::login).done())
         .service(at("/api/v1/auth/logout").on("POST", auth::logout).done())
         .service(at("/api/v1/me").on("GET", auth::me).done())

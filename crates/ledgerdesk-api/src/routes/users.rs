@@ -17,10 +17,10 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::{normalise_email, Role, PASSWORD_MAX, PASSWORD_MIN};
+use crate::consistency::reached;
 use crate::db::UserRow;
 use crate::error::ApiError;
 use crate::extract::{Cx, Json, Query};
-use crate::routes::views::reached;
 use crate::routes::{command_ok, created, etag, CommandResult, IdPath, Page};
 use crate::state::AppState;
 

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::consistency::reached;
 use crate::error::ApiError;
 use crate::extract::Query;
 use crate::state::AppState;
@@ -70,26 +71,6 @@ pub struct TicketPage {
     pub next_cursor: Option<String>,
     /// The log position the projection had reached.
     pub position: u64,
-}
-
-/// Wait until `projection` has reached `min_position`; a timeout is not an
-/// error, the answer then says where the projection stood (`position`).
-/// The wait wakes on the projection's own progress
-/// ([`Projector::wait_until`](ledgerdesk_projections::Projector::wait_until)).
-pub(crate) async fn reached(
-    state: &AppState,
-    projection: &str,
-    min_position: Option<u64>,
-) -> Result<u64, ApiError> {
-    Ok(match min_position {
-        Some(min) => {
-            state
-                .projector
-                .wait_until(projection, min, state.projection_wait)
-                .await?
-        }
-        None => state.projector.position(projection).await?,
-    })
 }
 
 /// List tickets from the tickets projection.
