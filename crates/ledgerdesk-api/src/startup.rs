@@ -63,9 +63,11 @@ pub struct Application {
 impl Application {
     /// Open the store and bind the listener.
     pub async fn build(settings: &Settings) -> Result<Self, StartupError> {
+        let metrics = Arc::new(Metrics::new());
         let options = OpenOptions {
             migrate: true,
             max_connections: settings.database.max_connections,
+            observer: Some(metrics.writer()),
             ..OpenOptions::default()
         };
         let raw_store = ledgerdesk_store::open(&settings.database.url, &options).await?;
@@ -75,6 +77,7 @@ impl Application {
         let vault = sealed.vault();
         let store: Arc<dyn EventStore> = sealed;
         let projector = Projector::new(store.clone());
+        metrics.follow(store.watch_head(), projector.clone());
         projector
             .ensure_schema()
             .await
@@ -120,7 +123,7 @@ impl Application {
             limiter: Arc::new(LoginLimiter::new(&settings.auth)),
             verifier: verifier.clone(),
             audit_feed: audit_feed.clone(),
-            metrics: Arc::new(Metrics::new(store.watch_head())),
+            metrics,
             token_ttl_secs: settings.auth.token_ttl_secs,
             max_json_bytes: settings.http.max_json_bytes,
             files_dir: settings.files.dir.clone(),

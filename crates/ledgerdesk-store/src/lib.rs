@@ -7,7 +7,8 @@
 //! - [`store`]: the [`EventStore`] trait the rest of ledgerdesk uses.
 //! - `writer` + `plan`: one serialized writer per process with group commit;
 //!   positions and hashes are assigned inside a database-wide lock, so
-//!   positions are gap-free and commit in order (see `docs/adr/0001`).
+//!   positions are gap-free and commit in order (see `docs/adr/0001`). A
+//!   [`WriterObserver`] in [`OpenOptions`] is told each group (metrics).
 //! - [`hash`]: the canonical encoding and the SHA-256 chain.
 //! - [`verify`]: walking the chain to find the first altered position.
 //! - [`sqlite`], [`postgres`]: the two backends; SQL they share is in `sql`.
@@ -55,9 +56,10 @@ pub use merkle::{
 pub use plan::MAX_EVENTS_PER_APPEND;
 pub use store::{DbPool, EventStore};
 pub use verify::{verify_chain, VerifyReport};
+pub use writer::{GroupStats, WriterObserver};
 
 /// How to open a store.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct OpenOptions {
     /// Apply pending migrations first.
     pub migrate: bool,
@@ -67,6 +69,19 @@ pub struct OpenOptions {
     /// busy timeout, PostgreSQL's `lock_timeout` on the writer) before it
     /// fails as [`StoreError::Unavailable`].
     pub lock_timeout: std::time::Duration,
+    /// Told about every group the writer commits (metrics).
+    pub observer: Option<Arc<dyn WriterObserver>>,
+}
+
+impl std::fmt::Debug for OpenOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenOptions")
+            .field("migrate", &self.migrate)
+            .field("max_connections", &self.max_connections)
+            .field("lock_timeout", &self.lock_timeout)
+            .field("observer", &self.observer.is_some())
+            .finish()
+    }
 }
 
 impl Default for OpenOptions {
@@ -75,6 +90,7 @@ impl Default for OpenOptions {
             migrate: true,
             max_connections: 8,
             lock_timeout: std::time::Duration::from_secs(30),
+            observer: None,
         }
     }
 }

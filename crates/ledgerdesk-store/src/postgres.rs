@@ -77,6 +77,7 @@ impl PostgresStore {
                 conn: None,
             },
             head_tx,
+            options.observer.clone(),
         );
         Ok(Self {
             pool,

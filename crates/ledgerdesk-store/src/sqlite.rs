@@ -82,6 +82,7 @@ impl SqliteStore {
                 conn: None,
             },
             head_tx,
+            options.observer.clone(),
         );
         Ok(Self { pool, writer, head })
     }

@@ -12,6 +12,8 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -46,6 +48,28 @@ pub(crate) trait WriteConn: Send + 'static {
     fn rollback(&mut self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
+/// Told about every group the writer tries to commit, for metrics. The
+/// store stays free of any metrics library: the API implements this.
+pub trait WriterObserver: Send + Sync + 'static {
+    /// One group: the appends and events it gathered, the time from
+    /// taking the write lock to the end of the commit (or the failure), and
+    /// whether it committed.
+    fn group(&self, group: GroupStats);
+}
+
+/// What [`WriterObserver::group`] is told.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GroupStats {
+    /// Appends (callers) served by the group.
+    pub appends: usize,
+    /// Events they carried.
+    pub events: usize,
+    /// From asking for the write lock to the end of the commit.
+    pub elapsed: Duration,
+    /// Whether the group committed.
+    pub committed: bool,
+}
+
 pub(crate) struct Job {
     pub appends: Vec<StreamAppend>,
     pub reply: oneshot::Sender<Result<Vec<Appended>, StoreError>>,
@@ -58,10 +82,15 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Start the writer on `conn`; `head` is told each new head position.
-    pub fn spawn<C: WriteConn>(conn: C, head: watch::Sender<u64>) -> Self {
+    /// Start the writer on `conn`; `head` is told each new head position,
+    /// `observer` (if any) each group.
+    pub fn spawn<C: WriteConn>(
+        conn: C,
+        head: watch::Sender<u64>,
+        observer: Option<Arc<dyn WriterObserver>>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(run(conn, rx, head));
+        tokio::spawn(run(conn, rx, head, observer));
         Self { tx }
     }
 
@@ -75,7 +104,12 @@ impl Writer {
     }
 }
 
-async fn run<C: WriteConn>(mut conn: C, mut rx: mpsc::Receiver<Job>, head: watch::Sender<u64>) {
+async fn run<C: WriteConn>(
+    mut conn: C,
+    mut rx: mpsc::Receiver<Job>,
+    head: watch::Sender<u64>,
+    observer: Option<Arc<dyn WriterObserver>>,
+) {
     while let Some(first) = rx.recv().await {
         let mut size: usize = first.appends.iter().map(|a| a.events.len()).sum();
         let mut jobs = vec![first];
@@ -103,7 +137,17 @@ async fn run<C: WriteConn>(mut conn: C, mut rx: mpsc::Receiver<Job>, head: watch
             }
         }
         let requests: Vec<&[StreamAppend]> = jobs.iter().map(|j| j.appends.as_slice()).collect();
-        match write_group(&mut conn, &requests).await {
+        let started = Instant::now();
+        let written = write_group(&mut conn, &requests).await;
+        if let Some(observer) = &observer {
+            observer.group(GroupStats {
+                appends: jobs.len(),
+                events: size,
+                elapsed: started.elapsed(),
+                committed: written.is_ok(),
+            });
+        }
+        match written {
             Ok(plan) => {
                 head.send_if_modified(|h| {
                     let moved = *h != plan.tip.position;

@@ -89,9 +89,5 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body({
-            let mut text = state.metrics.render();
-            crate::metrics::render_projections(&mut text, &state.projector.health());
-            text
-        })
+        .body(state.metrics.render())
 }
