@@ -1334,9 +1334,15 @@ async fn ticket_list_and_reports_come_from_projections(db: &TestDb) {
     let items = page["items"].as_array().unwrap();
     assert_eq!(items.len(), 2, "{page}");
     assert!(items.iter().all(|t| t["channel"] == "email"));
-    let page = ok_json(app.get("/api/v1/tickets?limit=1&tag=vip", &auditor).await).await;
+    let res = app.get("/api/v1/tickets?limit=1&tag=vip", &auditor).await;
+    let link = res.headers()["link"].to_str().unwrap().to_string();
+    let page = ok_json(res).await;
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
     let next = page["next_cursor"].as_str().expect("a second page");
+    assert_eq!(
+        link,
+        format!("</api/v1/tickets?limit=1&tag=vip&cursor={next}>; rel=\"next\"")
+    );
     let second = ok_json(
         app.get(
             &format!("/api/v1/tickets?limit=1&tag=vip&cursor={next}"),
@@ -1348,6 +1354,7 @@ async fn ticket_list_and_reports_come_from_projections(db: &TestDb) {
     assert_ne!(second["items"][0]["id"], page["items"][0]["id"]);
     problem(app.get("/api/v1/tickets?cursor=garbage", &agent).await, 400).await;
     problem(app.get("/api/v1/tickets?limit=0", &agent).await, 400).await;
+    problem(app.get("/api/v1/tickets?limit=501", &agent).await, 400).await;
 
     let status = ok_json(app.get("/api/v1/admin/projections", &auditor).await).await;
     let names: Vec<&str> = status["items"]

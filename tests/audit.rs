@@ -146,9 +146,15 @@ async fn search_filters_pages_and_records_who_looked(db: &TestDb) {
     assert!(positions(&all_today).len() > 10);
 
     // Paging: the cursor is opaque and stays right while events arrive.
-    let p1 = audit_page(&app, &auditor, "limit=3").await;
+    let res = app.get("/api/v1/audit?limit=3", &auditor).await;
+    let link = res.headers()["link"].to_str().unwrap().to_string();
+    let p1 = ok_json(res).await;
     let cursor = p1["next_cursor"].as_str().unwrap().to_string();
     assert!(cursor.parse::<u64>().is_err(), "opaque: {cursor}");
+    assert_eq!(
+        link,
+        format!("</api/v1/audit?limit=3&cursor={cursor}>; rel=\"next\"")
+    );
     app.ticket(&agent).await;
     let p2 = ok_json(
         app.get(&format!("/api/v1/audit?limit=3&cursor={cursor}"), &auditor)

@@ -139,26 +139,22 @@ async fn events_page_through_the_whole_log_once_in_order(db: &TestDb) {
     assert!(head > 20, "{head}");
 
     let mut served: Vec<RawObject> = Vec::new();
-    let mut after = 0;
+    let mut path = "/api/v1/events?limit=7".to_string();
     let mut pages = 0;
     loop {
-        let path = format!("/api/v1/events?after={after}&limit=7");
         let (headers, body) = get_raw(&app, &path, &app.admin).await;
         let page: RawObject = serde_json::from_str(&body).unwrap();
         let items: Vec<RawObject> = serde_json::from_str(page["items"].get()).unwrap();
         pages += 1;
-        match page.get("next_after") {
+        match page.get("next_cursor") {
             Some(next) => {
-                let next: u64 = serde_json::from_str(next.get()).unwrap();
+                let next: String = serde_json::from_str(next.get()).unwrap();
                 assert_eq!(items.len(), 7);
-                assert_eq!(next, num(items.last().unwrap(), "position"));
+                // The same cursor in the body and in the Link.
                 let link = headers[LINK].to_str().unwrap();
-                assert_eq!(
-                    link,
-                    format!("</api/v1/events?after={next}&limit=7>; rel=\"next\"")
-                );
+                path = format!("/api/v1/events?limit=7&cursor={next}");
+                assert_eq!(link, format!("<{path}>; rel=\"next\""));
                 served.extend(items);
-                after = next;
             }
             None => {
                 assert!(items.len() <= 7);
@@ -210,17 +206,23 @@ async fn events_page_through_the_whole_log_once_in_order(db: &TestDb) {
     let mid = ok_json(app.get("/api/v1/events?after=10&limit=2", &app.admin).await).await;
     assert_eq!(mid["items"][0]["position"], 11);
     assert_eq!(mid["items"][0]["prev_hash"], stored[9].hash.as_str());
-    assert_eq!(mid["next_after"], 12);
+    let next = mid["next_cursor"].as_str().unwrap();
+    let after_mid = ok_json(
+        app.get(&format!("/api/v1/events?limit=2&cursor={next}"), &app.admin)
+            .await,
+    )
+    .await;
+    assert_eq!(after_mid["items"][0]["position"], 13);
     let past = ok_json(
         app.get(&format!("/api/v1/events?after={}", head + 5), &app.admin)
             .await,
     )
     .await;
     assert_eq!(past["items"], json!([]));
-    assert!(past.get("next_after").is_none());
-    // The default page is 100 events.
+    assert!(past.get("next_cursor").is_none());
+    // The default page is 50 events, as on every list.
     let all = ok_json(app.get("/api/v1/events", &app.admin).await).await;
-    assert_eq!(all["items"].as_array().unwrap().len() as u64, head.min(100));
+    assert_eq!(all["items"].as_array().unwrap().len() as u64, head.min(50));
 }
 
 fn assert_cloudevent(ce: &RawObject) {
@@ -253,12 +255,13 @@ async fn events_as_cloudevents_and_as_a_batch(db: &TestDb) {
 
     let (_, body) = get_raw(
         &app,
-        "/api/v1/events?format=cloudevents&limit=1000",
+        "/api/v1/events?format=cloudevents&limit=500",
         &app.admin,
     )
     .await;
     let page: RawObject = serde_json::from_str(&body).unwrap();
     let items: Vec<RawObject> = serde_json::from_str(page["items"].get()).unwrap();
+    assert!(stored.len() < 500, "one page holds the whole log");
     assert_eq!(items.len(), stored.len());
     let mut prev = GENESIS_HASH.to_string();
     for (ce, e) in items.iter().zip(&stored) {
@@ -312,11 +315,16 @@ async fn events_as_cloudevents_and_as_a_batch(db: &TestDb) {
         res.headers()[CONTENT_TYPE],
         "application/cloudevents-batch+json"
     );
-    assert_eq!(
-        res.headers()[LINK],
-        "</api/v1/events?after=5&limit=5>; rel=\"next\""
-    );
+    // No body to carry a cursor: the Link alone names the next page.
+    let link = res.headers()[LINK].to_str().unwrap().to_string();
+    let next = link
+        .strip_prefix('<')
+        .and_then(|l| l.strip_suffix(">; rel=\"next\""))
+        .unwrap();
+    assert!(next.starts_with("/api/v1/events?limit=5&cursor="), "{link}");
     let batch: Vec<RawObject> = serde_json::from_str(&res.text().await.unwrap()).unwrap();
+    let following = ok_json(app.get(next, &app.admin).await).await;
+    assert_eq!(following["items"][0]["position"], 6);
     assert_eq!(batch.len(), 5);
     for (ce, e) in batch.iter().zip(&stored) {
         assert_cloudevent(ce);
@@ -653,15 +661,11 @@ async fn checkpoints_are_listed_in_pages_and_verify(db: &TestDb) {
         let items = body["items"].as_array().unwrap();
         assert!(items.len() <= 2);
         served.extend(items.iter().map(served_checkpoint));
-        match body["next_after"].as_u64() {
+        match body["next_cursor"].as_str() {
             Some(next) => {
-                assert_eq!(next, served.last().unwrap().seq);
                 let link = link.expect("a Link header with the next page");
-                assert_eq!(
-                    link,
-                    format!("</api/v1/audit/checkpoints?after={next}&limit=2>; rel=\"next\"")
-                );
-                path = format!("/api/v1/audit/checkpoints?after={next}&limit=2");
+                path = format!("/api/v1/audit/checkpoints?limit=2&cursor={next}");
+                assert_eq!(link, format!("<{path}>; rel=\"next\""));
             }
             None => {
                 assert!(link.is_none());
@@ -695,7 +699,7 @@ async fn checkpoints_are_listed_in_pages_and_verify(db: &TestDb) {
         .map(served_checkpoint)
         .collect();
     assert_eq!(framed, served[2..4].to_vec());
-    assert!(body.get("next_after").is_none());
+    assert!(body.get("next_cursor").is_none());
 }
 
 async fn bad_parameters_are_400_problems(db: &TestDb) {
@@ -711,7 +715,19 @@ async fn bad_parameters_are_400_problems(db: &TestDb) {
         ("/api/v1/events?after=x".into(), 400, "after"),
         ("/api/v1/events?after=-1".into(), 400, "after"),
         ("/api/v1/events?limit=0".into(), 400, "limit"),
-        ("/api/v1/events?limit=1001".into(), 400, "limit"),
+        ("/api/v1/events?limit=501".into(), 400, "limit"),
+        ("/api/v1/events?cursor=x".into(), 400, "cursor"),
+        // A cursor of another list is not one of this list.
+        (
+            format!("/api/v1/events?cursor={}", "Y2hlY2twb2ludHM6MQ"),
+            400,
+            "cursor",
+        ),
+        (
+            "/api/v1/events?cursor=ZXZlbnRzOjE&after=1".into(),
+            400,
+            "cursor",
+        ),
         ("/api/v1/events?limit=ten".into(), 400, "limit"),
         ("/api/v1/events?format=xml".into(), 400, "format"),
         ("/api/v1/events/abc/proof".into(), 400, "position"),

@@ -15,6 +15,7 @@ backend_tests!(
     seeded_people_are_listed_and_survive_a_rebuild,
     a_new_user_is_listed_at_the_position_of_its_creation,
     reports_name_people_and_count_transfers_and_time,
+    people_lists_page_by_cursor_like_every_list,
 );
 
 async fn list(app: &TestApp, path: &str) -> Vec<Value> {
@@ -395,4 +396,84 @@ async fn reports_name_people_and_count_transfers_and_time(db: &TestDb) {
     )
     .await;
     problem(app.get("/api/v1/reports/time", &first_token).await, 403).await;
+}
+
+/// Follow `first` page by page: every `next_cursor` in the body is the one
+/// the `Link` header names; the items of all pages in order.
+async fn walk(app: &TestApp, first: &str) -> (Vec<Value>, usize) {
+    let (mut path, mut items, mut pages) = (first.to_string(), Vec::new(), 0);
+    loop {
+        let res = app.get(&path, &app.admin).await;
+        let link = res
+            .headers()
+            .get("link")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = ok_json(res).await;
+        items.extend(body["items"].as_array().unwrap().iter().cloned());
+        pages += 1;
+        match body["next_cursor"].as_str() {
+            Some(next) => {
+                let mut url = reqwest::Url::parse(&format!("http://x{first}")).unwrap();
+                let kept: Vec<(String, String)> = url
+                    .query_pairs()
+                    .filter(|(k, _)| k != "cursor")
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect();
+                url.query_pairs_mut()
+                    .clear()
+                    .extend_pairs(kept)
+                    .append_pair("cursor", next);
+                path = format!("{}?{}", url.path(), url.query().unwrap());
+                assert_eq!(link.as_deref(), Some(&*format!("<{path}>; rel=\"next\"")));
+            }
+            None => {
+                assert!(link.is_none(), "{link:?}");
+                return (items, pages);
+            }
+        }
+    }
+}
+
+/// Users and departments page like tickets, audit and the log: a keyset
+/// cursor, `limit` (default 50, at most 500), the next cursor in the body
+/// and the `Link` header; `offset` is not a parameter.
+async fn people_lists_page_by_cursor_like_every_list(db: &TestDb) {
+    let app = spawn_app(db).await;
+    ledgerdesk_app::seed::seed(&*app.store, 1, |_| {})
+        .await
+        .unwrap();
+    let head = app.head().await;
+    let all_users = list(
+        &app,
+        &format!("/api/v1/users?limit=500&min_position={head}"),
+    )
+    .await;
+    assert_eq!(all_users.len(), 21);
+    let (users, pages) = walk(&app, &format!("/api/v1/users?limit=5&min_position={head}")).await;
+    assert_eq!(pages, 5);
+    assert_eq!(users, all_users, "every user once, in email order");
+    let emails: Vec<&str> = users.iter().map(|u| u["email"].as_str().unwrap()).collect();
+    assert!(emails.windows(2).all(|w| w[0] < w[1]), "{emails:?}");
+
+    let (departments, pages) = walk(&app, "/api/v1/departments?limit=3").await;
+    assert_eq!(pages, 2);
+    let names: Vec<&str> = departments
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Billing", "Returns", "Sales", "Technical support"]);
+
+    for (path, field) in [
+        ("/api/v1/users?offset=5", "offset"),
+        ("/api/v1/users?limit=501", "limit"),
+        ("/api/v1/users?limit=0", "limit"),
+        ("/api/v1/users?cursor=nonsense", "cursor"),
+        ("/api/v1/departments?cursor=nonsense", "cursor"),
+        ("/api/v1/departments?limit=501", "limit"),
+    ] {
+        let res = app.get(path, &app.admin).await;
+        assert_eq!(res.status(), 400, "{path}");
+        let problem: Value = res.json().await.unwrap();
+        assert_eq!(problem["field"], field, "{path}: {problem}");
+    }
 }

@@ -12,6 +12,8 @@
 //! - [`consistency`]: `min_position`, a read waiting for its own write.
 //! - [`routes`]: one module per resource; handlers turn a request into one
 //!   `ledgerdesk_app::Helpdesk` call with an `Actor` built by [`extract`].
+//! - [`paging`]: the one paging style of every list (keyset cursor,
+//!   `limit`, `next_cursor` and `Link: rel="next"`).
 //! - [`error`]: [`ApiError`], the one error type, sent as problem+json.
 //! - [`db`]: the API's own tables (credentials, sessions, lists,
 //!   idempotency, files); [`bootstrap`] fills them on first start.
@@ -21,18 +23,19 @@
 //!   with their own rows.
 #![deny(missing_docs)]
 
+pub mod audit_feed;
 pub mod auth;
 pub mod bootstrap;
-pub mod audit_feed;
 pub mod configuration;
+pub mod consistency;
 pub mod console;
 pub mod db;
 pub mod error;
-pub mod consistency;
 pub mod extract;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
+pub mod paging;
 pub mod permissions;
 pub mod routes;
 pub mod startup;

@@ -24,7 +24,7 @@ use uuid::Uuid;
 use crate::db::{self, upsert_clause, Arg, DbRow, Record, Tx};
 use crate::projection::{Event, Names as Tables, Projection};
 use crate::schema::Table;
-use crate::ProjectionError;
+use crate::{clamp_limit, Page, ProjectionError};
 
 const TABLES: &[Table] = &[
     Table {
@@ -328,23 +328,56 @@ impl Projection for PeopleProjection {
 }
 
 /// Users by email (then id), leaving out the accounts in `hidden` (the
-/// system account, which the API keeps apart).
+/// system account, which the API keeps apart): a page of at most `limit`
+/// (default 50, at most 500) after `cursor`, the previous page's
+/// `next_cursor` (keyset on email and id).
 pub async fn users(
     pool: &DbPool,
     hidden: &[Uuid],
-    limit: i64,
-    offset: i64,
-) -> Result<Vec<Person>, ProjectionError> {
+    limit: Option<usize>,
+    cursor: Option<&str>,
+) -> Result<Page<Person>, ProjectionError> {
+    let limit = clamp_limit(limit);
     let mut w = db::Where::default();
     w.none_of("user_id", hidden.iter().map(|id| Arg::from(*id)).collect());
-    let limit_arg = w.arg(limit);
-    let offset_arg = w.arg(offset);
+    if let Some(c) = cursor {
+        let (id, email) = decode_cursor(c)?;
+        let (pe, pi) = (w.arg(email), w.arg(id));
+        w.and(format!("(email, user_id) > ({pe}, {pi})"));
+    }
+    let limit_arg = w.arg((limit + 1) as i64);
     let sql = format!(
-        "SELECT {} FROM people_users {} ORDER BY email, user_id LIMIT {limit_arg} OFFSET {offset_arg}",
+        "SELECT {} FROM people_users {} ORDER BY email, user_id LIMIT {limit_arg}",
         USER_COLUMNS.join(", "),
         w.sql()
     );
-    Ok(db::fetch(pool, &sql, w.args).await?)
+    let items = db::fetch(pool, &sql, w.args).await?;
+    Ok(page(items, limit, |p: &Person| {
+        encode_cursor(p.id, &p.email)
+    }))
+}
+
+/// `<id>_<sort key>`: an id has no `_`, so the first one splits them.
+fn encode_cursor(id: Uuid, key: &str) -> String {
+    format!("{id}_{key}")
+}
+
+fn decode_cursor(c: &str) -> Result<(Uuid, String), ProjectionError> {
+    let (id, key) = c.split_once('_').ok_or(ProjectionError::InvalidCursor)?;
+    let id = id.parse().map_err(|_| ProjectionError::InvalidCursor)?;
+    Ok((id, key.to_owned()))
+}
+
+/// The first `limit` of `items` (fetched one more, to know whether a next
+/// page exists) and the cursor after the last of them.
+fn page<T>(mut items: Vec<T>, limit: usize, cursor: impl Fn(&T) -> String) -> Page<T> {
+    let next_cursor = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(cursor)
+    } else {
+        None
+    };
+    Page { items, next_cursor }
 }
 
 /// One user, if the projection has it.
@@ -359,17 +392,30 @@ pub async fn user(pool: &DbPool, id: Uuid) -> Result<Option<Person>, ProjectionE
         .next())
 }
 
-/// Departments by name (then id).
+/// Departments by name (then id): a page of at most `limit` (default 50,
+/// at most 500) after `cursor`, the previous page's `next_cursor`.
 pub async fn departments(
     pool: &DbPool,
-    limit: i64,
-    offset: i64,
-) -> Result<Vec<DepartmentRow>, ProjectionError> {
+    limit: Option<usize>,
+    cursor: Option<&str>,
+) -> Result<Page<DepartmentRow>, ProjectionError> {
+    let limit = clamp_limit(limit);
+    let mut w = db::Where::default();
+    if let Some(c) = cursor {
+        let (id, name) = decode_cursor(c)?;
+        let (pn, pi) = (w.arg(name), w.arg(id));
+        w.and(format!("(name, department_id) > ({pn}, {pi})"));
+    }
+    let limit_arg = w.arg((limit + 1) as i64);
     let sql = format!(
-        "SELECT {} FROM people_departments ORDER BY name, department_id LIMIT $1 OFFSET $2",
-        DEPARTMENT_COLUMNS.join(", ")
+        "SELECT {} FROM people_departments {} ORDER BY name, department_id LIMIT {limit_arg}",
+        DEPARTMENT_COLUMNS.join(", "),
+        w.sql()
     );
-    Ok(db::fetch(pool, &sql, vec![limit.into(), offset.into()]).await?)
+    let items = db::fetch(pool, &sql, w.args).await?;
+    Ok(page(items, limit, |d: &DepartmentRow| {
+        encode_cursor(d.id, &d.name)
+    }))
 }
 
 /// Display names of users and departments.

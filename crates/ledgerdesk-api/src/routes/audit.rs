@@ -15,8 +15,6 @@ use std::time::{Duration, Instant};
 use actix_web::http::header;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use futures::stream::{self, Stream, StreamExt};
 use ledgerdesk_domain::catalogue::ACTIONS;
@@ -27,13 +25,14 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::broadcast;
 use utoipa::{IntoParams, ToSchema};
-use crate::audit_feed::{AuditFeed, Batch, StreamSlot};
-use crate::consistency::reached;
 use uuid::Uuid;
 
+use crate::audit_feed::{AuditFeed, Batch, StreamSlot};
+use crate::consistency::reached;
 use crate::error::ApiError;
 use crate::extract::Cx;
 use crate::middleware::authorize;
+use crate::paging;
 use crate::permissions::{self, Access};
 use crate::state::AppState;
 
@@ -238,15 +237,11 @@ fn time(key: &str, value: &str, from: bool) -> Result<DateTime<Utc>, ApiError> {
 }
 
 fn encode_cursor(position: u64) -> String {
-    B64.encode(format!("audit:{position}"))
+    paging::position_cursor("audit", position)
 }
 
 fn decode_cursor(cursor: &str) -> Result<u64, ApiError> {
-    B64.decode(cursor)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.strip_prefix("audit:").and_then(|p| p.parse().ok()))
-        .ok_or_else(|| ApiError::bad_field("cursor", "the cursor is not one this API gave out"))
+    paging::decode_position_cursor("audit", cursor)
 }
 
 /// The format asked for: the parameter, else the `Accept` header.
@@ -289,7 +284,7 @@ pub struct AuditPage {
     path = "/api/v1/audit",
     tag = "audit",
     params(AuditParams),
-    responses((status = 200, description = "A page of entries (JSON), or the whole result streamed as CSV or NDJSON", content(
+    responses((status = 200, description = "A page of entries (JSON; `Link: rel=next` while there is more), or the whole result streamed as CSV or NDJSON", content(
         (AuditPage = "application/json"),
         (String = "text/csv"),
         (String = "application/x-ndjson"),
@@ -307,7 +302,9 @@ pub async fn search(
     let format = format_of(&req, p.format);
     if format == Format::Json {
         let page = search_page(&state, &cx, p).await?;
-        return Ok(HttpResponse::Ok()
+        let mut response = HttpResponse::Ok();
+        paging::link_next(&mut response, &req, &[], page.next_cursor.as_deref());
+        return Ok(response
             .insert_header(("X-Projection-Position", page.position.to_string()))
             .json(page));
     }
@@ -832,6 +829,9 @@ pub async fn actions() -> HttpResponse {
 
 #[cfg(test)]
 mod tests {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use base64::Engine as _;
+
     use super::*;
 
     #[test]

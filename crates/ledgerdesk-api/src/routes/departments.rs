@@ -1,7 +1,7 @@
 //! Departments: created by admins, listed from the `people` projection. A
 //! write answers once the projection has applied it (see `users`).
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use ledgerdesk_app::input;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -10,6 +10,7 @@ use uuid::Uuid;
 use crate::consistency::reached;
 use crate::error::ApiError;
 use crate::extract::{Cx, Json, Query};
+use crate::paging;
 use crate::routes::users::{settle, PeoplePage};
 use crate::routes::{etag, CommandResult, IdPath};
 use crate::state::AppState;
@@ -38,10 +39,9 @@ pub struct CreateDepartment {
 pub struct DepartmentList {
     /// Departments by name.
     pub items: Vec<DepartmentRow>,
-    /// The limit used.
-    pub limit: i64,
-    /// The offset used.
-    pub offset: i64,
+    /// Pass as `cursor` for the next page; absent at the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
     /// The log position the `people` projection had reached.
     pub position: u64,
 }
@@ -81,16 +81,24 @@ pub async fn create(
     path = "/api/v1/departments",
     tag = "departments",
     params(PeoplePage),
-    responses((status = 200, description = "A page of departments; `position` says how far the projection had read", body = DepartmentList))
+    responses((status = 200, description = "A page of departments; `position` says how far the projection had read; `Link: rel=next` while there is more", body = DepartmentList,
+        headers(("Link" = String, description = "`<…>; rel=\"next\"` when there is a next page"))))
 )]
 pub async fn list(
+    req: HttpRequest,
     state: web::Data<AppState>,
     page: Query<PeoplePage>,
 ) -> Result<HttpResponse, ApiError> {
-    let (limit, offset) = page.bounds()?;
+    let limit = paging::limit(page.limit)?;
     let position = reached(&state, "people", page.min_position).await?;
-    let items = ledgerdesk_projections::people::departments(&state.store.pool(), limit, offset)
-        .await?
+    let found = ledgerdesk_projections::people::departments(
+        &state.store.pool(),
+        Some(limit),
+        page.cursor.as_deref(),
+    )
+    .await?;
+    let items = found
+        .items
         .into_iter()
         .map(|d| DepartmentRow {
             id: d.id,
@@ -98,12 +106,13 @@ pub async fn list(
             active: d.active,
         })
         .collect();
-    Ok(HttpResponse::Ok()
+    let mut response = HttpResponse::Ok();
+    paging::link_next(&mut response, &req, &[], found.next_cursor.as_deref());
+    Ok(response
         .insert_header(("X-Projection-Position", position.to_string()))
         .json(DepartmentList {
             items,
-            limit,
-            offset,
+            next_cursor: found.next_cursor,
             position,
         }))
 }

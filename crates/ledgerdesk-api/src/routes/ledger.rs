@@ -25,6 +25,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ApiError;
 use crate::extract::Query;
+use crate::paging;
 use crate::state::AppState;
 
 /// The media type of a CloudEvents JSON batch (an array of events).
@@ -33,9 +34,6 @@ pub const CLOUDEVENTS_BATCH: &str = "application/cloudevents-batch+json";
 pub const CLOUDEVENT_TYPE_PREFIX: &str = "dev.ledgerdesk.";
 /// `source` of a CloudEvent: this prefix, then `<stream_type>/<stream_id>`.
 pub const CLOUDEVENT_SOURCE_PREFIX: &str = "/ledgerdesk/";
-
-const DEFAULT_LIMIT: u64 = 100;
-const MAX_LIMIT: u64 = 1000;
 
 impl From<AuditError> for ApiError {
     fn from(e: AuditError) -> Self {
@@ -64,18 +62,31 @@ fn number(name: &str, value: Option<&str>) -> Result<Option<u64>, ApiError> {
     value.map(|v| super::parse_position(name, v)).transpose()
 }
 
-/// `after` (default 0) and `limit` (1 to 1000, default 100) of a paged
-/// read, or a 400 naming the bad one.
-fn page(after: Option<&str>, limit: Option<&str>) -> Result<(u64, u64), ApiError> {
-    let after = number("after", after)?.unwrap_or(0);
-    let limit = number("limit", limit)?.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_field(
-            "limit",
-            format!("limit must be 1 to {MAX_LIMIT}"),
-        ));
-    }
-    Ok((after, limit))
+/// Where a paged read of the log starts and how much it takes: after the
+/// key a `cursor` of `kind` stands for, else after `after` (a position or
+/// `seq` the client kept: where a consumer resumes), else from the start;
+/// `limit` as on every list ([`paging::limit`]). A 400 names the bad one.
+fn page(
+    kind: &str,
+    cursor: Option<&str>,
+    after: Option<&str>,
+    limit: Option<&str>,
+) -> Result<(u64, u64), ApiError> {
+    let after = match (cursor, number("after", after)?) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_field(
+                "cursor",
+                "pass either cursor or after, not both",
+            ))
+        }
+        (Some(c), None) => paging::decode_position_cursor(kind, c)?,
+        (None, after) => after.unwrap_or(0),
+    };
+    let limit = match number("limit", limit)? {
+        Some(n) => paging::limit(Some(i64::try_from(n).unwrap_or(i64::MAX)))?,
+        None => paging::limit(None)?,
+    };
+    Ok((after, limit as u64))
 }
 
 /// The log's head position (0 when empty).
@@ -96,11 +107,14 @@ fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
-    /// Events after this position (default 0: from the start).
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Events after this position (default 0: from the start); where a
+    /// consumer that kept a position resumes. Not with `cursor`.
     #[param(value_type = Option<u64>, minimum = 0)]
     pub after: Option<String>,
-    /// At most this many events (1 to 1000, default 100).
-    #[param(value_type = Option<u64>, minimum = 1, maximum = 1000)]
+    /// At most this many events (1 to 500, default 50).
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
     /// `ledger` (default) or `cloudevents`.
     #[param(value_type = Option<String>, pattern = "^(ledger|cloudevents)$")]
@@ -209,10 +223,10 @@ pub enum EventItem {
 pub struct EventPage {
     /// The events.
     pub items: Vec<EventItem>,
-    /// Pass as `after` for the next page; absent when this page reached the
-    /// head.
+    /// Pass as `cursor` for the next page; absent when this page reached
+    /// the head.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_after: Option<u64>,
+    pub next_cursor: Option<String>,
 }
 
 fn ledger_event(e: RecordedEvent, prev_hash: Option<String>) -> Result<LedgerEvent, ApiError> {
@@ -320,7 +334,7 @@ fn wants_batch(req: &HttpRequest) -> bool {
     path = "/api/v1/events",
     tag = "ledger",
     params(EventsQuery),
-    responses((status = 200, description = "A page of the log; `next_after` (and `Link: rel=next`) when there is more",
+    responses((status = 200, description = "A page of the log; `next_cursor` (and `Link: rel=next`) when there is more",
         content(
             (EventPage = "application/json"),
             (Vec<CloudEvent> = "application/cloudevents-batch+json")
@@ -331,7 +345,12 @@ pub async fn events(
     state: web::Data<AppState>,
     query: Query<EventsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let (after, limit) = page(query.after.as_deref(), query.limit.as_deref())?;
+    let (after, limit) = page(
+        "events",
+        query.cursor.as_deref(),
+        query.after.as_deref(),
+        query.limit.as_deref(),
+    )?;
     let batch = wants_batch(&req);
     let cloudevents = match query.format.as_deref() {
         None => batch,
@@ -379,18 +398,15 @@ pub async fn events(
         prev = Some((e.position, e.hash.clone()));
         page.push((e, prev_hash));
     }
-    let next_after = more.then(|| page.last().map(|(e, _)| e.position)).flatten();
+    let next_cursor = more
+        .then(|| {
+            page.last()
+                .map(|(e, _)| paging::position_cursor("events", e.position))
+        })
+        .flatten();
 
     let mut response = HttpResponse::Ok();
-    if let Some(next) = next_after {
-        let mut link = format!("</api/v1/events?after={next}&limit={limit}");
-        if let Some(format) = &query.format {
-            link.push_str("&format=");
-            link.push_str(format);
-        }
-        link.push_str(">; rel=\"next\"");
-        response.insert_header((header::LINK, link));
-    }
+    paging::link_next(&mut response, &req, &["after"], next_cursor.as_deref());
     response.insert_header((header::VARY, "Accept"));
     if cloudevents {
         let items = page
@@ -408,14 +424,14 @@ pub async fn events(
         }
         return Ok(response.json(EventPage {
             items: items.into_iter().map(EventItem::Cloud).collect(),
-            next_after,
+            next_cursor,
         }));
     }
     let items = page
         .into_iter()
         .map(|(e, prev)| ledger_event(e, prev).map(EventItem::Ledger))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(response.json(EventPage { items, next_after }))
+    Ok(response.json(EventPage { items, next_cursor }))
 }
 
 // ---------------------------------------------------------------------------
@@ -690,15 +706,18 @@ pub async fn consistency(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct CheckpointsQuery {
-    /// Checkpoints after this `seq` (default 0: from the first).
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Checkpoints after this `seq` (default 0: from the first); where an
+    /// auditor who kept a `seq` resumes. Not with `cursor`.
     #[param(value_type = Option<u64>, minimum = 0)]
     pub after: Option<String>,
     /// Signed at or after this time (RFC 3339).
     pub since: Option<DateTime<Utc>>,
     /// Signed at or before this time (RFC 3339).
     pub until: Option<DateTime<Utc>>,
-    /// At most this many (1 to 1000, default 100).
-    #[param(value_type = Option<u64>, minimum = 1, maximum = 1000)]
+    /// At most this many (1 to 500, default 50).
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
     /// Accepted like on every read; always met, since this reads the log
     /// itself.
@@ -712,9 +731,9 @@ pub struct CheckpointsQuery {
 pub struct CheckpointPage {
     /// The checkpoints.
     pub items: Vec<SignedCheckpoint>,
-    /// Pass as `after` for the next page; absent on the last one.
+    /// Pass as `cursor` for the next page; absent on the last one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_after: Option<u64>,
+    pub next_cursor: Option<String>,
 }
 
 /// The signed tree heads, oldest first: what an auditor keeps, to ask
@@ -727,13 +746,19 @@ pub struct CheckpointPage {
     path = "/api/v1/audit/checkpoints",
     tag = "ledger",
     params(CheckpointsQuery),
-    responses((status = 200, description = "A page of checkpoints; `next_after` (and `Link: rel=next`) when there is more", body = CheckpointPage))
+    responses((status = 200, description = "A page of checkpoints; `next_cursor` (and `Link: rel=next`) when there is more", body = CheckpointPage))
 )]
 pub async fn checkpoints(
+    req: HttpRequest,
     state: web::Data<AppState>,
     query: Query<CheckpointsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let (after, limit) = page(query.after.as_deref(), query.limit.as_deref())?;
+    let (after, limit) = page(
+        "checkpoints",
+        query.cursor.as_deref(),
+        query.after.as_deref(),
+        query.limit.as_deref(),
+    )?;
     if let (Some(since), Some(until)) = (query.since, query.until) {
         if since > until {
             return Err(ApiError::bad_field("since", "since is later than until"));
@@ -752,21 +777,18 @@ pub async fn checkpoints(
     .await?;
     let more = found.len() as u64 > limit;
     found.truncate(limit as usize);
-    let next_after = more.then(|| found.last().map(|c| c.seq)).flatten();
+    let next_cursor = more
+        .then(|| {
+            found
+                .last()
+                .map(|c| paging::position_cursor("checkpoints", c.seq))
+        })
+        .flatten();
     let mut response = HttpResponse::Ok();
-    if let Some(next) = next_after {
-        let mut link = format!("</api/v1/audit/checkpoints?after={next}&limit={limit}");
-        for (name, time) in [("since", query.since), ("until", query.until)] {
-            if let Some(t) = time {
-                link.push_str(&format!("&{name}={}", rfc3339(t).replace('+', "%2B")));
-            }
-        }
-        link.push_str(">; rel=\"next\"");
-        response.insert_header((header::LINK, link));
-    }
+    paging::link_next(&mut response, &req, &["after"], next_cursor.as_deref());
     Ok(response.json(CheckpointPage {
         items: found.into_iter().map(SignedCheckpoint::from).collect(),
-        next_after,
+        next_cursor,
     }))
 }
 

@@ -125,34 +125,6 @@ pub fn created(outcome: Outcome, location: String) -> HttpResponse {
         .json(CommandResult::from(outcome))
 }
 
-/// `?limit=&offset=` of the list endpoints.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct Page {
-    /// At most this many items (1 to 500, default 100).
-    #[param(minimum = 1, maximum = 500)]
-    pub limit: Option<i64>,
-    /// Skip this many items (default 0).
-    #[param(minimum = 0)]
-    pub offset: Option<i64>,
-}
-
-impl Page {
-    /// Limit and offset, checked.
-    pub fn bounds(&self) -> Result<(i64, i64), ApiError> {
-        let limit = self.limit.unwrap_or(100);
-        let offset = self.offset.unwrap_or(0);
-        if !(1..=500).contains(&limit) {
-            return Err(ApiError::bad_field("limit", "limit must be 1 to 500"));
-        }
-        if offset < 0 {
-            return Err(ApiError::bad_field("offset", "offset must be 0 or more"));
-        }
-        Ok((limit, offset))
-    }
-}
-
 /// The `{id}` of a path.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]

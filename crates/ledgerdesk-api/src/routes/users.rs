@@ -9,7 +9,7 @@
 //! the next list; another process's reader passes `min_position`.
 
 use actix_web::http::header;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use ledgerdesk_app::input;
 use ledgerdesk_projections::people;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -21,35 +21,24 @@ use crate::consistency::reached;
 use crate::db::UserRow;
 use crate::error::ApiError;
 use crate::extract::{Cx, Json, Query};
-use crate::routes::{command_ok, created, etag, CommandResult, IdPath, Page};
+use crate::paging;
+use crate::routes::{command_ok, created, etag, CommandResult, IdPath};
 use crate::state::AppState;
 
-/// `?limit=&offset=&min_position=` of the user and department lists.
+/// `?limit=&cursor=&min_position=` of the user and department lists.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct PeoplePage {
-    /// At most this many items (1 to 500, default 100).
+    /// At most this many items (1 to 500, default 50).
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
-    /// Skip this many items (default 0).
-    #[param(minimum = 0)]
-    pub offset: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
     /// Wait until the `people` projection has applied this log position.
     #[param(minimum = 0)]
     #[serde(default, deserialize_with = "super::position")]
     pub min_position: Option<u64>,
-}
-
-impl PeoplePage {
-    /// Limit and offset, checked.
-    pub fn bounds(&self) -> Result<(i64, i64), ApiError> {
-        Page {
-            limit: self.limit,
-            offset: self.offset,
-        }
-        .bounds()
-    }
 }
 
 /// `?min_position=` of a single user (other parameters are ignored, as
@@ -116,10 +105,9 @@ impl From<people::Person> for UserView {
 pub struct UserList {
     /// Users by email.
     pub items: Vec<UserRow>,
-    /// The limit used.
-    pub limit: i64,
-    /// The offset used.
-    pub offset: i64,
+    /// Pass as `cursor` for the next page; absent at the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
     /// The log position the `people` projection had reached.
     pub position: u64,
 }
@@ -341,17 +329,26 @@ pub async fn create(
     path = "/api/v1/users",
     tag = "users",
     params(PeoplePage),
-    responses((status = 200, description = "A page of users; `position` says how far the projection had read", body = UserList))
+    responses((status = 200, description = "A page of users; `position` says how far the projection had read; `Link: rel=next` while there is more", body = UserList,
+        headers(("Link" = String, description = "`<…>; rel=\"next\"` when there is a next page"))))
 )]
 pub async fn list(
+    req: HttpRequest,
     state: web::Data<AppState>,
     page: Query<PeoplePage>,
 ) -> Result<HttpResponse, ApiError> {
-    let (limit, offset) = page.bounds()?;
+    let limit = paging::limit(page.limit)?;
     let position = reached(&state, "people", page.min_position).await?;
     let hidden: Vec<Uuid> = state.db.system_user().await?.into_iter().collect();
-    let items = people::users(&state.store.pool(), &hidden, limit, offset)
-        .await?
+    let found = people::users(
+        &state.store.pool(),
+        &hidden,
+        Some(limit),
+        page.cursor.as_deref(),
+    )
+    .await?;
+    let items = found
+        .items
         .into_iter()
         .map(|p| UserRow {
             id: p.id,
@@ -362,12 +359,13 @@ pub async fn list(
             active: p.active,
         })
         .collect();
-    Ok(HttpResponse::Ok()
+    let mut response = HttpResponse::Ok();
+    paging::link_next(&mut response, &req, &[], found.next_cursor.as_deref());
+    Ok(response
         .insert_header(("X-Projection-Position", position.to_string()))
         .json(UserList {
             items,
-            limit,
-            offset,
+            next_cursor: found.next_cursor,
             position,
         }))
 }

@@ -3,7 +3,7 @@
 //! position a command returned) to read its own writes: the handler waits,
 //! up to `projections.max_wait_ms`, for the projection to get there.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use ledgerdesk_domain::fields::limits::SEARCH_TEXT_MAX;
 use ledgerdesk_projections::{reports, tickets, ProjectionError};
@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::consistency::reached;
 use crate::error::ApiError;
 use crate::extract::Query;
+use crate::paging;
 use crate::state::AppState;
 
 impl From<ProjectionError> for ApiError {
@@ -79,14 +80,18 @@ pub struct TicketPage {
     path = "/api/v1/tickets",
     tag = "tickets",
     params(TicketQuery),
-    responses((status = 200, description = "A page of tickets; `position` says how far the projection had read", body = TicketPage))
+    responses((status = 200, description = "A page of tickets; `position` says how far the projection had read; `Link: rel=next` while there is more", body = TicketPage,
+        headers(("Link" = String, description = "`<…>; rel=\"next\"` when there is a next page"))))
 )]
 pub async fn list_tickets(
+    req: HttpRequest,
     state: web::Data<AppState>,
     query: Query<TicketQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let page = ticket_page(&state, query.into_inner()).await?;
-    Ok(HttpResponse::Ok()
+    let mut response = HttpResponse::Ok();
+    paging::link_next(&mut response, &req, &[], page.next_cursor.as_deref());
+    Ok(response
         .insert_header(("X-Projection-Position", page.position.to_string()))
         .json(page))
 }
@@ -94,12 +99,7 @@ pub async fn list_tickets(
 /// A page of the ticket list: what `GET /tickets` answers and the
 /// console's ticket list shows.
 pub async fn ticket_page(state: &AppState, q: TicketQuery) -> Result<TicketPage, ApiError> {
-    if q.limit.is_some_and(|l| !(1..=500).contains(&l)) {
-        return Err(ApiError::bad_field(
-            "limit",
-            "limit must be between 1 and 500",
-        ));
-    }
+    let limit = paging::limit(q.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX)))?;
     if q.q
         .as_ref()
         .is_some_and(|text| text.chars().count() > SEARCH_TEXT_MAX)
@@ -118,7 +118,7 @@ pub async fn ticket_page(state: &AppState, q: TicketQuery) -> Result<TicketPage,
         channel: q.channel,
         priority: q.priority,
         q: q.q,
-        limit: q.limit,
+        limit: Some(limit),
         cursor: q.cursor,
     };
     let page = tickets::list(&state.store.pool(), &filter).await?;
