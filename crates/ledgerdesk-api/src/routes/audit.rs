@@ -522,11 +522,13 @@ pub async fn stream(
         .streaming(events))
 }
 
-/// How often the follower looks again while the audit view is still
-/// applying a head it was woken for, and how long it trusts the head watch
-/// alone before reading anyway (a writer it cannot hear).
-const POLL: Duration = Duration::from_millis(200);
+/// How long the follower trusts the head watch alone before reading anyway
+/// (a writer it cannot hear), and waits at most for the audit view to
+/// apply a head it was woken for.
 const IDLE_RECHECK: Duration = Duration::from_secs(5);
+/// The pause after a failed round, so a database that is away is not asked
+/// in a tight loop.
+const RETRY: Duration = Duration::from_millis(200);
 /// How long a stream stays silent before a keep-alive comment.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// How often the stream checks that its caller may still read it.
@@ -558,10 +560,21 @@ pub async fn follow_audit(state: AppState) {
         } else {
             listened = false;
         }
-        let wait = if caught_up { IDLE_RECHECK } else { POLL };
-        if let Ok(Err(_)) = tokio::time::timeout(wait, head.changed()).await {
-            // The store is gone: no head will wake us again.
-            tokio::time::sleep(wait).await;
+        if caught_up {
+            if let Ok(Err(_)) = tokio::time::timeout(IDLE_RECHECK, head.changed()).await {
+                // The store is gone: no head will wake us again.
+                tokio::time::sleep(IDLE_RECHECK).await;
+            }
+        } else {
+            // The view is still applying the head: woken by its own
+            // progress (as a read with `min_position` is), not by polling.
+            let waited = state
+                .projector
+                .wait_until("audit", target, IDLE_RECHECK)
+                .await;
+            if waited.is_err() {
+                tokio::time::sleep(RETRY).await;
+            }
         }
     }
 }
