@@ -11,7 +11,6 @@ use actix_web::{web, HttpRequest};
 use askama::Template;
 use chrono::{DateTime, Datelike, Duration, FixedOffset, NaiveDate, SecondsFormat, TimeZone, Utc};
 use ledgerdesk_domain::catalogue::ACTIONS;
-use ledgerdesk_projections::people;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -25,8 +24,6 @@ use super::page::{html, Chrome, PageResult, Time};
 
 /// Entries per page.
 const PAGE_SIZE: usize = 50;
-/// People and departments offered in the filter's menus.
-const MENU_MAX: i64 = 500;
 
 /// The form as the URL holds it.
 #[derive(Debug, Default, Clone)]
@@ -305,9 +302,8 @@ pub async fn page(state: web::Data<AppState>, cx: Cx, req: HttpRequest) -> PageR
         }
     }
     let hidden: Vec<Uuid> = state.db.system_user().await?.into_iter().collect();
-    let agents = people::users(&pool, &hidden, MENU_MAX, 0)
-        .await
-        .map_err(ApiError::from)?
+    let (people_rows, department_rows) = super::people_and_departments(&pool, &hidden).await?;
+    let agents = people_rows
         .into_iter()
         .map(|p| Choice {
             selected: p.id.to_string() == form.actor,
@@ -315,9 +311,6 @@ pub async fn page(state: web::Data<AppState>, cx: Cx, req: HttpRequest) -> PageR
             label: format!("{} ({})", p.name, p.role),
         })
         .collect();
-    let department_rows = people::departments(&pool, MENU_MAX, 0)
-        .await
-        .map_err(ApiError::from)?;
     let departments = department_rows
         .iter()
         .map(|d| Choice {

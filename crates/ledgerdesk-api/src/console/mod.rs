@@ -51,3 +51,38 @@ pub async fn asset(name: web::Path<String>) -> Result<HttpResponse, ApiError> {
         .insert_header((header::CACHE_CONTROL, "public, max-age=31536000, immutable"))
         .body(body))
 }
+
+/// Everyone in the people projection but `hidden`, and every department,
+/// for the pickers of the filter forms: a menu lists all of them, so the
+/// pages are read to the end.
+pub(crate) async fn people_and_departments(
+    pool: &ledgerdesk_store::DbPool,
+    hidden: &[uuid::Uuid],
+) -> Result<
+    (
+        Vec<ledgerdesk_projections::people::Person>,
+        Vec<ledgerdesk_projections::people::DepartmentRow>,
+    ),
+    ApiError,
+> {
+    use ledgerdesk_projections::{people, MAX_LIMIT};
+    let (mut users, mut cursor) = (Vec::new(), None);
+    loop {
+        let page = people::users(pool, hidden, Some(MAX_LIMIT), cursor.as_deref()).await?;
+        users.extend(page.items);
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let (mut departments, mut cursor) = (Vec::new(), None);
+    loop {
+        let page = people::departments(pool, Some(MAX_LIMIT), cursor.as_deref()).await?;
+        departments.extend(page.items);
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    Ok((users, departments))
+}

@@ -8,7 +8,6 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest};
 use askama::Template;
 use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone, Utc};
-use ledgerdesk_projections::people;
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -123,12 +122,7 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> PageResult {
     let p = pairs(&req);
     let pool = state.store.pool();
     let hidden: Vec<Uuid> = state.db.system_user().await?.into_iter().collect();
-    let people_rows = people::users(&pool, &hidden, 500, 0)
-        .await
-        .map_err(ApiError::from)?;
-    let dept_rows = people::departments(&pool, 500, 0)
-        .await
-        .map_err(ApiError::from)?;
+    let (people_rows, dept_rows) = super::people_and_departments(&pool, &hidden).await?;
     let mut view = ListPage {
         chrome: Some(chrome),
         q: get(&p, "q").to_string(),
@@ -488,10 +482,10 @@ async fn ticket_page(
         let hidden: Vec<Uuid> = state.db.system_user().await?.into_iter().collect();
         let assignee = view.assignee.as_ref().map(|a| a.id.to_string());
         let department = view.department.as_ref().map(|d| d.id.to_string());
+        let (people_rows, dept_rows) = super::people_and_departments(&pool, &hidden).await?;
         Some(Forms {
             statuses: choices(&STATUSES[1..], &view.status),
-            agents: people::users(&pool, &hidden, 500, 0)
-                .await?
+            agents: people_rows
                 .into_iter()
                 .filter(|u| u.role != "auditor" && u.active)
                 .map(|u| Choice {
@@ -500,8 +494,7 @@ async fn ticket_page(
                     label: u.name,
                 })
                 .collect(),
-            departments: people::departments(&pool, 500, 0)
-                .await?
+            departments: dept_rows
                 .into_iter()
                 .filter(|d| d.active)
                 .map(|d| Choice {
