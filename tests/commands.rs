@@ -6,13 +6,11 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use ledgerdesk_app::input::{
-    Action, Call, ChatMessage, DepartmentRename, FileAttachment, Forward, InternalMessage,
-    LoginFailure, Merge, NewDepartment, NewTicket, NewUser, Note, PriorityChange, PublicMessage,
-    Rating, SettingChange, Split, StateChange, StatusChange, SystemMessage, TagChange, Transfer,
-    UserUpdate, VoiceMessage,
+    Action, DepartmentRename, LoginFailure, Merge, NewDepartment, NewTicket, NewUser,
+    SettingChange, Split, StateChange, Transfer, UserUpdate,
 };
 use ledgerdesk_app::{Actor, ActorKind, AppError, Helpdesk};
-use ledgerdesk_domain::ticket::{Priority, Status};
+use ledgerdesk_domain::ticket::{Priority, Status, TicketAction};
 use ledgerdesk_domain::user::Presence;
 use ledgerdesk_domain::{fold, AnyEvent, Ticket};
 use ledgerdesk_store::{EventStore, RecordedEvent, StreamRange};
@@ -77,17 +75,21 @@ fn new_ticket(email: &str) -> NewTicket {
     }
 }
 
-fn public(body: &str) -> PublicMessage {
-    PublicMessage {
-        message_id: None,
-        direction: "outbound".into(),
-        channel: "email".into(),
+fn public(body: &str) -> TicketAction {
+    message(Uuid::now_v7(), "outbound", body)
+}
+
+fn message(message_id: Uuid, direction: &str, body: &str) -> TicketAction {
+    TicketAction::AddPublicMessage {
+        message_id,
+        direction: direction.into(),
+        channel: Some("email".into()),
         body: body.into(),
     }
 }
 
-fn status(to: &str) -> StatusChange {
-    StatusChange { status: to.into() }
+fn status(to: &str) -> TicketAction {
+    TicketAction::ChangeStatus { to: to.into() }
 }
 
 async fn head(helpdesk: &Helpdesk) -> u64 {
@@ -157,70 +159,52 @@ async fn ticket_life_is_recorded_with_actor_and_metadata(db: &TestDb) {
     assert_eq!(created.version, 1);
     assert_eq!(created.position, head(&helpdesk).await);
 
-    let inbound = PublicMessage {
-        direction: "inbound".into(),
-        ..public("Any news?")
-    };
+    let inbound = message(Uuid::now_v7(), "inbound", "Any news?");
+    helpdesk.act(&customer, id, None, inbound).await.unwrap();
     helpdesk
-        .add_public_message(&customer, id, inbound, None)
+        .act(&agent, id, None, public("Looking into it."))
         .await
         .unwrap();
-    helpdesk
-        .add_public_message(&agent, id, public("Looking into it."), None)
-        .await
-        .unwrap();
-    let internal = InternalMessage {
-        message_id: None,
+    let internal = TicketAction::AddInternalMessage {
+        message_id: Uuid::now_v7(),
         body: "Bob, can you check the ledger?".into(),
     };
-    helpdesk
-        .add_internal_message(&agent, id, internal, None)
-        .await
-        .unwrap();
-    let note = Note {
-        note_id: None,
+    helpdesk.act(&agent, id, None, internal).await.unwrap();
+    let note = TicketAction::AddNote {
+        note_id: Uuid::now_v7(),
         body: "Customer is a VIP.".into(),
     };
-    helpdesk.add_note(&agent, id, note, None).await.unwrap();
-    let file = FileAttachment {
-        file_id: None,
+    helpdesk.act(&agent, id, None, note).await.unwrap();
+    let file = TicketAction::AttachFile {
+        file_id: Uuid::now_v7(),
         name: "invoice.pdf".into(),
         content_type: "application/pdf".into(),
         size: 1234,
         sha256: SHA.into(),
     };
-    let attached = helpdesk.attach_file(&agent, id, file, None).await.unwrap();
+    let attached = helpdesk.act(&agent, id, None, file).await.unwrap();
     assert!(attached.item.is_some(), "the minted file id is returned");
-    let chat = ChatMessage {
-        message_id: None,
+    let chat = TicketAction::AddChatMessage {
+        message_id: Uuid::now_v7(),
         body: "chat transcript".into(),
     };
-    helpdesk
-        .add_chat_message(&agent, id, chat, None)
-        .await
-        .unwrap();
-    let voice = VoiceMessage {
-        message_id: None,
+    helpdesk.act(&agent, id, None, chat).await.unwrap();
+    let voice = TicketAction::AddVoiceMessage {
+        message_id: Uuid::now_v7(),
         duration_seconds: 30,
         file_sha256: None,
     };
-    helpdesk
-        .add_voice_message(&agent, id, voice, None)
-        .await
-        .unwrap();
-    let call = Call {
+    helpdesk.act(&agent, id, None, voice).await.unwrap();
+    let call = TicketAction::LogCall {
         direction: "outbound".into(),
         duration_seconds: 120,
     };
-    helpdesk.log_call(&agent, id, call, None).await.unwrap();
-    let tags = TagChange {
+    helpdesk.act(&agent, id, None, call).await.unwrap();
+    let tags = TicketAction::ChangeTags {
         add: vec!["VIP".into(), "Refund  Request".into()],
         remove: vec![],
     };
-    helpdesk
-        .change_ticket_tags(&agent, id, tags, None)
-        .await
-        .unwrap();
+    helpdesk.act(&agent, id, None, tags).await.unwrap();
     let transfer = Transfer {
         to_agent: Some(bob),
         to_department: Some(billing),
@@ -230,53 +214,39 @@ async fn ticket_life_is_recorded_with_actor_and_metadata(db: &TestDb) {
         .await
         .unwrap();
     for to in ["open", "pending", "resolved"] {
-        helpdesk
-            .change_ticket_status(&agent, id, status(to), None)
-            .await
-            .unwrap();
+        helpdesk.act(&agent, id, None, status(to)).await.unwrap();
     }
     let opened_at = stream(&store, &ticket_stream(id)).await[11].position;
-    let priority = PriorityChange {
-        priority: "high".into(),
-    };
-    helpdesk
-        .change_ticket_priority(&agent, id, priority, None)
-        .await
-        .unwrap();
-    let forward = Forward {
+    let priority = TicketAction::ChangePriority { to: "high".into() };
+    helpdesk.act(&agent, id, None, priority).await.unwrap();
+    let forward = TicketAction::Forward {
         to: "accounts@example.com".into(),
     };
-    helpdesk
-        .forward_ticket(&agent, id, forward, None)
-        .await
-        .unwrap();
-    let system = SystemMessage {
+    helpdesk.act(&agent, id, None, forward).await.unwrap();
+    let system = TicketAction::AddSystemMessage {
         text: "SLA reminder sent".into(),
     };
     helpdesk
-        .add_system_message(&Actor::system(), id, system, None)
+        .act(&Actor::system(), id, None, system)
         .await
         .unwrap();
-    let other = Action {
+    let other = TicketAction::RecordOther {
         action: "crm.synced".into(),
         description: "synced to the CRM".into(),
     };
     helpdesk
-        .record_ticket_action(&Actor::system(), id, other, None)
+        .act(&Actor::system(), id, None, other)
         .await
         .unwrap();
     helpdesk
-        .change_ticket_status(&agent, id, status("closed"), None)
+        .act(&agent, id, None, status("closed"))
         .await
         .unwrap();
-    let rating = Rating {
+    let rating = TicketAction::Rate {
         rating: 5,
         comment: Some("Thanks!".into()),
     };
-    let last = helpdesk
-        .rate_ticket(&customer, id, rating, None)
-        .await
-        .unwrap();
+    let last = helpdesk.act(&customer, id, None, rating).await.unwrap();
 
     let records = stream(&store, &ticket_stream(id)).await;
     let types: Vec<&str> = records.iter().map(|r| r.event_type.as_str()).collect();
@@ -392,7 +362,7 @@ async fn refusals_write_nothing(db: &TestDb) {
         .unwrap()
         .id;
     helpdesk
-        .change_ticket_status(&agent, closed, status("closed"), None)
+        .act(&agent, closed, None, status("closed"))
         .await
         .unwrap();
     let carol = create_agent(&helpdesk, "Carol").await;
@@ -407,9 +377,7 @@ async fn refusals_write_nothing(db: &TestDb) {
     let at = head(&helpdesk).await;
 
     assert_refused(
-        helpdesk
-            .add_public_message(&agent, closed, public("hello?"), None)
-            .await,
+        helpdesk.act(&agent, closed, None, public("hello?")).await,
         "ticket_closed",
     );
     assert_refused(
@@ -448,22 +416,22 @@ async fn refusals_write_nothing(db: &TestDb) {
         "department_not_found",
     );
     let as_carol = Actor::agent(carol);
-    let note = Note {
-        note_id: None,
+    let note = TicketAction::AddNote {
+        note_id: Uuid::now_v7(),
         body: "sneaky".into(),
     };
-    match helpdesk.add_note(&as_carol, open, note, None).await {
+    match helpdesk.act(&as_carol, open, None, note).await {
         Err(AppError::Rejected(r)) => {
             assert_eq!((r.code, r.field), ("user_deactivated", Some("actor")))
         }
         other => panic!("deactivated agent acted: {other:?}"),
     }
-    let bad_rating = Rating {
+    let bad_rating = TicketAction::Rate {
         rating: 9,
         comment: None,
     };
     assert_refused(
-        helpdesk.rate_ticket(&agent, open, bad_rating, None).await,
+        helpdesk.act(&agent, open, None, bad_rating).await,
         "rating_out_of_range",
     );
     let fax = NewTicket {
@@ -499,18 +467,16 @@ async fn refusals_write_nothing(db: &TestDb) {
         helpdesk.split_ticket(&agent, open, split_all, None).await,
         "split_takes_all",
     );
-    match helpdesk
-        .add_public_message(&agent, missing, public("anyone?"), None)
-        .await
-    {
+    match helpdesk.act(&agent, missing, None, public("anyone?")).await {
         Err(e @ AppError::NotFound { .. }) => assert_eq!(e.status_code(), 404),
         other => panic!("message on a missing ticket: {other:?}"),
     }
-    let unchanged = TagChange::default();
+    let unchanged = TicketAction::ChangeTags {
+        add: vec![],
+        remove: vec![],
+    };
     assert_refused(
-        helpdesk
-            .change_ticket_tags(&agent, open, unchanged, None)
-            .await,
+        helpdesk.act(&agent, open, None, unchanged).await,
         "no_change",
     );
 
@@ -590,7 +556,7 @@ async fn split_writes_both_streams_atomically(db: &TestDb) {
     let mut moved = Vec::new();
     for body in ["second question", "more on it"] {
         let m = helpdesk
-            .add_public_message(&agent, source, public(body), None)
+            .act(&agent, source, None, public(body))
             .await
             .unwrap();
         moved.push(m.item.unwrap());
@@ -657,17 +623,11 @@ async fn hammer(stores: Vec<Arc<dyn EventStore>>) -> usize {
             let mut gave_up = 0;
             for n in 0..10 {
                 let id = Uuid::now_v7();
-                let message = PublicMessage {
-                    message_id: Some(id),
-                    ..public(&format!("task {task} message {n}"))
-                };
+                let message = message(id, "outbound", &format!("task {task} message {n}"));
                 // A 409 is a client's cue to send again; it is not a lost
                 // update (nothing was written), so count it and resend.
                 loop {
-                    match helpdesk
-                        .add_public_message(&agent, ticket, message.clone(), None)
-                        .await
-                    {
+                    match helpdesk.act(&agent, ticket, None, message.clone()).await {
                         Ok(_) => break,
                         Err(AppError::Conflict { .. }) => gave_up += 1,
                         Err(e) => panic!("task {task}: {e}"),
@@ -729,7 +689,7 @@ async fn expected_version_mismatch_writes_nothing(db: &TestDb) {
     let at = head(&helpdesk).await;
     for stale in [0, 2, 7] {
         match helpdesk
-            .add_public_message(&agent, ticket, public("late"), Some(stale))
+            .act(&agent, ticket, Some(stale), public("late"))
             .await
         {
             Err(e @ AppError::PreconditionFailed { current: 1 }) => {
@@ -767,7 +727,7 @@ async fn expected_version_mismatch_writes_nothing(db: &TestDb) {
     assert_eq!(head(&helpdesk).await, at, "a failed precondition wrote");
 
     let done = helpdesk
-        .add_public_message(&agent, ticket, public("on time"), Some(1))
+        .act(&agent, ticket, Some(1), public("on time"))
         .await
         .unwrap();
     assert_eq!(done.version, 2);
@@ -977,10 +937,7 @@ async fn no_message_lands_after_a_concurrent_close(db: &TestDb) {
         tasks.push(tokio::spawn(async move {
             for n in 0..5 {
                 let body = format!("task {task} message {n}");
-                match writer
-                    .add_public_message(&agent, ticket, public(&body), None)
-                    .await
-                {
+                match writer.act(&agent, ticket, None, public(&body)).await {
                     Ok(_) | Err(AppError::Conflict { .. }) => {}
                     Err(AppError::Rejected(r)) if r.code == "ticket_closed" => return,
                     Err(e) => panic!("{e}"),
@@ -990,10 +947,7 @@ async fn no_message_lands_after_a_concurrent_close(db: &TestDb) {
     }
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     loop {
-        match closer
-            .change_ticket_status(&agent, ticket, status("closed"), None)
-            .await
-        {
+        match closer.act(&agent, ticket, None, status("closed")).await {
             Ok(_) => break,
             Err(AppError::Conflict { .. }) => continue,
             Err(e) => panic!("{e}"),
@@ -1055,7 +1009,7 @@ async fn erasure_shreds_personal_data_and_keeps_the_log_verifiable(db: &TestDb) 
     input.body = "My card number ends in 4242".into();
     let id = helpdesk.create_ticket(&agent, input).await.unwrap().id;
     helpdesk
-        .add_public_message(&agent, id, public("Refunded, Erin."), None)
+        .act(&agent, id, None, public("Refunded, Erin."))
         .await
         .unwrap();
     let other = helpdesk
@@ -1111,7 +1065,7 @@ async fn erasure_shreds_personal_data_and_keeps_the_log_verifiable(db: &TestDb) 
         "someone@example.com"
     );
     helpdesk
-        .add_public_message(&agent, id, public("Anything else?"), None)
+        .act(&agent, id, None, public("Anything else?"))
         .await
         .unwrap();
     assert_eq!(

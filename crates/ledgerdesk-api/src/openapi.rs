@@ -42,23 +42,12 @@ use crate::routes::{
         views::list_tickets,
         conversation::get,
         conversation::messages,
-        tickets::message,
-        tickets::note,
         files::upload,
-        tickets::status,
-        tickets::priority,
         tickets::transfer,
-        tickets::tags,
-        tickets::ranking,
         tickets::split,
         tickets::merge,
-        tickets::forward,
-        tickets::call,
-        tickets::voice_message,
-        tickets::chat,
         tickets::view,
         tickets::leave,
-        tickets::system_message,
         files::download,
         settings::activity,
         settings::get,
@@ -84,30 +73,22 @@ use crate::routes::{
 )]
 struct ApiDoc;
 
-/// Operations that take `If-Match: "<version>"`.
+/// Operations that take `If-Match: "<version>"`, besides the plain ticket
+/// actions.
 const IF_MATCH: &[(&str, &str)] = &[
     ("PATCH", "/api/v1/users/{id}"),
     ("PUT", "/api/v1/settings/{key}"),
-    ("POST", "/api/v1/tickets/{id}/messages"),
-    ("POST", "/api/v1/tickets/{id}/notes"),
     ("POST", "/api/v1/tickets/{id}/files"),
-    ("POST", "/api/v1/tickets/{id}/status"),
-    ("POST", "/api/v1/tickets/{id}/priority"),
     ("POST", "/api/v1/tickets/{id}/transfer"),
-    ("POST", "/api/v1/tickets/{id}/tags"),
-    ("POST", "/api/v1/tickets/{id}/ranking"),
     ("POST", "/api/v1/tickets/{id}/split"),
     ("POST", "/api/v1/tickets/{id}/merge"),
-    ("POST", "/api/v1/tickets/{id}/forward"),
-    ("POST", "/api/v1/tickets/{id}/calls"),
-    ("POST", "/api/v1/tickets/{id}/voice-messages"),
-    ("POST", "/api/v1/tickets/{id}/chat"),
-    ("POST", "/api/v1/tickets/{id}/system-messages"),
 ];
 
-/// Whether an operation accepts `If-Match`.
+/// Whether an operation accepts `If-Match`: those above and every plain
+/// ticket action.
 pub fn takes_if_match(method: &str, path: &str) -> bool {
     IF_MATCH.iter().any(|(m, p)| *m == method && *p == path)
+        || (method == "POST" && tickets::ACTIONS.iter().any(|a| a.path == path))
 }
 
 fn problem(description: &str) -> Value {
@@ -130,6 +111,12 @@ pub fn document() -> Value {
     doc["components"]["securitySchemes"] = json!({
         "bearer": { "type": "http", "scheme": "bearer", "description": "A token from POST /api/v1/auth/login" }
     });
+    // The plain ticket actions are a table rather than annotated handlers.
+    for action in tickets::ACTIONS {
+        let (operation, (name, schema)) = action.openapi();
+        doc["paths"][action.path]["post"] = operation;
+        doc["components"]["schemas"][name] = schema;
+    }
     let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
         return doc;
     };

@@ -1,4 +1,5 @@
-//! [`Helpdesk`]: the service the HTTP layer calls, one method per action.
+//! [`Helpdesk`]: the service the HTTP layer calls: `act` for the plain
+//! ticket actions, one method for each other command.
 //! The command methods live in `tickets.rs` (tickets) and `staff.rs` (users,
 //! departments, settings); this file holds the service itself, what the
 //! commands return, the read helpers and the checks shared by all commands.

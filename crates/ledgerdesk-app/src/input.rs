@@ -1,8 +1,11 @@
-//! What callers hand to the [`Helpdesk`](crate::Helpdesk) methods: client
-//! input, deserialisable from request bodies. Enumerations (channel, status,
-//! priority, direction, role, state) stay strings so the domain is the one
-//! place that refuses bad values, naming the field. Ids left out are minted
-//! here as UUID v7.
+//! What callers hand to the [`Helpdesk`](crate::Helpdesk) methods that need
+//! more than one aggregate's state (create, transfer, merge, split, users,
+//! departments, settings); the plain ticket actions take a
+//! [`TicketAction`](ledgerdesk_domain::ticket::TicketAction) instead. The
+//! API builds these from its own request types, which own the wire format.
+//! Enumerations (channel, status, priority, direction, role, state) stay
+//! strings so the domain is the one place that refuses bad values, naming
+//! the field. Ids left out are minted here as UUID v7.
 
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
@@ -39,126 +42,6 @@ pub struct NewTicket {
     pub tags: Vec<String>,
 }
 
-/// Moves a ticket along the status table.
-#[derive(Debug, Clone, Deserialize)]
-pub struct StatusChange {
-    /// Target status wire name.
-    pub status: String,
-}
-
-/// Changes a ticket's priority.
-#[derive(Debug, Clone, Deserialize)]
-pub struct PriorityChange {
-    /// Priority wire name.
-    pub priority: String,
-}
-
-/// A customer's message or an agent's reply.
-#[derive(Debug, Clone, Deserialize)]
-pub struct PublicMessage {
-    /// Minted when absent.
-    #[serde(default)]
-    pub message_id: Option<Uuid>,
-    /// `inbound` or `outbound`.
-    pub direction: String,
-    /// Channel wire name.
-    pub channel: String,
-    /// Body.
-    pub body: String,
-}
-
-/// A message between agents.
-#[derive(Debug, Clone, Deserialize)]
-pub struct InternalMessage {
-    /// Minted when absent.
-    #[serde(default)]
-    pub message_id: Option<Uuid>,
-    /// Body.
-    pub body: String,
-}
-
-/// A note on a ticket.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Note {
-    /// Minted when absent.
-    #[serde(default)]
-    pub note_id: Option<Uuid>,
-    /// Text.
-    pub body: String,
-}
-
-/// A stored file attached to a ticket.
-#[derive(Debug, Clone, Deserialize)]
-pub struct FileAttachment {
-    /// Minted when absent.
-    #[serde(default)]
-    pub file_id: Option<Uuid>,
-    /// Original file name.
-    pub name: String,
-    /// Media type.
-    pub content_type: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// SHA-256 of the stored bytes, 64 hex characters.
-    pub sha256: String,
-}
-
-/// A chat message or transcript.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ChatMessage {
-    /// Minted when absent.
-    #[serde(default)]
-    pub message_id: Option<Uuid>,
-    /// Text.
-    pub body: String,
-}
-
-/// A voice message.
-#[derive(Debug, Clone, Deserialize)]
-pub struct VoiceMessage {
-    /// Minted when absent.
-    #[serde(default)]
-    pub message_id: Option<Uuid>,
-    /// Length in seconds.
-    pub duration_seconds: u32,
-    /// SHA-256 of the stored recording.
-    #[serde(default)]
-    pub file_sha256: Option<String>,
-}
-
-/// A phone call.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Call {
-    /// `inbound` or `outbound`.
-    pub direction: String,
-    /// Length in seconds.
-    pub duration_seconds: u32,
-}
-
-/// A message produced by the system.
-#[derive(Debug, Clone, Deserialize)]
-pub struct SystemMessage {
-    /// Text; not personal data.
-    pub text: String,
-}
-
-/// Forwards a ticket.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Forward {
-    /// Email address.
-    pub to: String,
-}
-
-/// The customer's rating.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Rating {
-    /// 1 to 5.
-    pub rating: u8,
-    /// Optional comment.
-    #[serde(default)]
-    pub comment: Option<String>,
-}
-
 /// Hands a ticket to an agent and/or a department.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Transfer {
@@ -168,17 +51,6 @@ pub struct Transfer {
     /// The new department.
     #[serde(default)]
     pub to_department: Option<Uuid>,
-}
-
-/// Adds and removes tags.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct TagChange {
-    /// Tags to add.
-    #[serde(default)]
-    pub add: Vec<String>,
-    /// Tags to remove.
-    #[serde(default)]
-    pub remove: Vec<String>,
 }
 
 /// Moves messages of a ticket into a new ticket.

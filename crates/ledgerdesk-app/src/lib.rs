@@ -8,14 +8,18 @@
 //!   and appends with the version it loaded, retrying on a version conflict
 //!   at most [`MAX_ATTEMPTS`] times.
 //! - [`Helpdesk`] ([`helpdesk`], with the ticket commands in `tickets` and the
-//!   user, department and settings commands in `staff`): one method per
-//!   action. It checks the acting user, looks up the facts that cross
+//!   user, department and settings commands in `staff`): one entry,
+//!   [`Helpdesk::act`], for the plain ticket actions (a domain
+//!   [`TicketAction`](ledgerdesk_domain::ticket::TicketAction)), and one
+//!   method for each command that needs more than one stream's state
+//!   (create, transfer, merge, split, users, departments, settings). It
+//!   checks the acting user, looks up the facts that cross
 //!   aggregates (transfer targets, merge targets, departments) and writes the
 //!   commands that touch two streams (merge, split) atomically. Within one
 //!   process, commands on one stream queue behind each other (`locks`), so
 //!   version conflicts only come from other processes.
-//! - [`input`]: what callers hand to the [`Helpdesk`] methods (client input,
-//!   deserialisable from JSON); [`Actor`] ([`actor`]) is who calls, and
+//! - [`input`]: what callers hand to the other [`Helpdesk`] methods;
+//!   [`Actor`] ([`actor`]) is who calls, and
 //!   becomes the store's [`Metadata`](ledgerdesk_store::Metadata).
 //! - [`history`]: a stream as people read it (label, description,
 //!   before/after per event), for ticket history and `ledgerdesk replay`.

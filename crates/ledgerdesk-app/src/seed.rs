@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use ledgerdesk_domain::department::{Department, DepartmentCommand};
 use ledgerdesk_domain::ticket::{
-    AgentFact, CreateTicket, DepartmentFact, Requester, Ticket, TicketCommand,
+    AgentFact, CreateTicket, DepartmentFact, Requester, Ticket, TicketAction, TicketCommand,
 };
 use ledgerdesk_domain::user::{Presence, User, UserCommand};
 use ledgerdesk_domain::{stream_id, Aggregate};
@@ -299,60 +299,64 @@ fn life_of_a_ticket(
             active: true,
         }),
     })?;
-    t.decide(TicketCommand::ChangeStatus { to: "open".into() })?;
+    t.decide(TicketCommand::Act(TicketAction::ChangeStatus {
+        to: "open".into(),
+    }))?;
     for round in 0..1 + dice.below(3) {
-        t.decide(TicketCommand::AddPublicMessage {
+        t.decide(TicketCommand::Act(TicketAction::AddPublicMessage {
             message_id: Uuid::now_v7(),
             direction: "outbound".into(),
-            channel: channel.into(),
+            channel: Some(channel.into()),
             body: "Thanks for the details: we refunded the duplicate charge; it shows in 3 to 5 working days.".into(),
-        })?;
+        }))?;
         if dice.chance(40) {
-            t.decide(TicketCommand::AddInternalMessage {
+            t.decide(TicketCommand::Act(TicketAction::AddInternalMessage {
                 message_id: Uuid::now_v7(),
                 body: "Checked the payment provider: the second charge was a retry.".into(),
-            })?;
+            }))?;
         }
         if dice.chance(25) {
-            t.decide(TicketCommand::AddNote {
+            t.decide(TicketCommand::Act(TicketAction::AddNote {
                 note_id: Uuid::now_v7(),
                 body: "Customer prefers email over phone.".into(),
-            })?;
+            }))?;
         }
-        t.decide(TicketCommand::ChangeStatus {
+        t.decide(TicketCommand::Act(TicketAction::ChangeStatus {
             to: "pending".into(),
-        })?;
-        t.decide(TicketCommand::AddPublicMessage {
+        }))?;
+        t.decide(TicketCommand::Act(TicketAction::AddPublicMessage {
             message_id: Uuid::now_v7(),
             direction: "inbound".into(),
-            channel: channel.into(),
+            channel: Some(channel.into()),
             body: format!("Thank you! One more question (round {round})."),
-        })?;
-        t.decide(TicketCommand::ChangeStatus { to: "open".into() })?;
+        }))?;
+        t.decide(TicketCommand::Act(TicketAction::ChangeStatus {
+            to: "open".into(),
+        }))?;
     }
     if dice.chance(20) {
-        t.decide(TicketCommand::AttachFile {
+        t.decide(TicketCommand::Act(TicketAction::AttachFile {
             file_id: Uuid::now_v7(),
             name: "receipt.pdf".into(),
             content_type: "application/pdf".into(),
             size: 20_000 + dice.next() % 100_000,
             sha256: format!("{:064x}", dice.next() as u128 * 7919),
-        })?;
+        }))?;
     }
     if dice.chance(20) {
         let tag = TAGS[dice.below(TAGS.len())];
         if !t.state.tags.iter().any(|x| x == tag) {
-            t.decide(TicketCommand::ChangeTags {
+            t.decide(TicketCommand::Act(TicketAction::ChangeTags {
                 add: vec![tag.into()],
                 remove: vec![],
-            })?;
+            }))?;
         }
     }
     if dice.chance(10) {
-        t.decide(TicketCommand::LogCall {
+        t.decide(TicketCommand::Act(TicketAction::LogCall {
             direction: "outbound".into(),
             duration_seconds: 60 + (dice.next() % 900) as u32,
-        })?;
+        }))?;
     }
     if dice.chance(10) {
         let to = if t.state.priority.as_str() == "urgent" {
@@ -360,20 +364,22 @@ fn life_of_a_ticket(
         } else {
             "urgent"
         };
-        t.decide(TicketCommand::ChangePriority { to: to.into() })?;
+        t.decide(TicketCommand::Act(TicketAction::ChangePriority {
+            to: to.into(),
+        }))?;
     }
-    t.decide(TicketCommand::ChangeStatus {
+    t.decide(TicketCommand::Act(TicketAction::ChangeStatus {
         to: "resolved".into(),
-    })?;
+    }))?;
     if dice.chance(50) {
-        t.decide(TicketCommand::Rate {
+        t.decide(TicketCommand::Act(TicketAction::Rate {
             rating: 1 + (dice.next() % 5) as u8,
             comment: Some("Quick and friendly.".into()),
-        })?;
+        }))?;
     }
-    t.decide(TicketCommand::ChangeStatus {
+    t.decide(TicketCommand::Act(TicketAction::ChangeStatus {
         to: "closed".into(),
-    })?;
+    }))?;
 
     let agent = &mut agents[agent_ix];
     agent

@@ -1,6 +1,9 @@
-//! Ticket commands of [`Helpdesk`]: one method per ticket action.
+//! Ticket commands of [`Helpdesk`]: [`Helpdesk::act`] for the plain actions,
+//! and the ones that need more than the ticket itself: create (a data
+//! subject, a department), transfer (agent and department facts), merge and
+//! split (two streams).
 
-use ledgerdesk_domain::ticket::{CreateTicket, Requester, TicketEvent};
+use ledgerdesk_domain::ticket::{CreateTicket, Requester, TicketAction, TicketEvent};
 use ledgerdesk_domain::{stream_id, Aggregate, Ticket, TicketCommand};
 use ledgerdesk_store::{ActorKind, Metadata, StoreError, StreamRange};
 use uuid::Uuid;
@@ -82,208 +85,24 @@ impl Helpdesk {
         Ok(Outcome::new(ticket_id, committed).with_item(message_id))
     }
 
-    /// Changes a ticket's status along the transition table.
-    pub async fn change_ticket_status(
+    /// One of the plain ticket actions ([`TicketAction`]): decided on the
+    /// ticket's own state, so every such action takes this one path. The
+    /// outcome's item is the message, note or file the action adds.
+    pub async fn act(
         &self,
         actor: &Actor,
         ticket_id: Uuid,
-        input: input::StatusChange,
         expected_version: Option<u64>,
+        action: TicketAction,
     ) -> Result<Outcome, AppError> {
-        let command = TicketCommand::ChangeStatus { to: input.status };
-        self.on_ticket(actor, ticket_id, expected_version, command)
-            .await
-    }
-
-    /// Changes a ticket's priority.
-    pub async fn change_ticket_priority(
-        &self,
-        actor: &Actor,
-        ticket_id: Uuid,
-        input: input::PriorityChange,
-        expected_version: Option<u64>,
-    ) -> Result<Outcome, AppError> {
-        let command = TicketCommand::ChangePriority { to: input.priority };
-        self.on_ticket(actor, ticket_id, expected_version, command)
-            .await
-    }
-
-    /// Adds a customer's message or an agent's reply.
-    pub async fn add_public_message(
-        &self,
-        actor: &Actor,
-        ticket_id: Uuid,
-        input: input::PublicMessage,
-        expected_version: Option<u64>,
-    ) -> Result<Outcome, AppError> {
-        let message_id = id_or_new(input.message_id);
-        let command = TicketCommand::AddPublicMessage {
-            message_id,
-            direction: input.direction,
-            channel: input.channel,
-            body: input.body,
-        };
+        let item = action.item();
         let outcome = self
-            .on_ticket(actor, ticket_id, expected_version, command)
+            .on_ticket(actor, ticket_id, expected_version, action.into())
             .await?;
-        Ok(outcome.with_item(message_id))
-    }
-
-    /// Adds a message between agents.
-    pub async fn add_internal_message(
-        &self,
-        actor: &Actor,
-        ticket_id: Uuid,
-        input: input::InternalMessage,
-        expected_version: Option<u64>,
-    ) -> Result<Outcome, AppError> {
-        let message_id = id_or_new(input.message_id);
-        let command = TicketCommand::AddInternalMessage {
-            message_id,
-            body: input.body,
-        };
-        let outcome = self
-            .on_ticket(actor, ticket_id, expected_version, command)
-            .await?;
-        Ok(outcome.with_item(message_id))
-    }
-
-    /// Adds a note.
-    pub async fn add_note(
-        &self,
-        actor: &Actor,
-        ticket_id: Uuid,
-        input: input::Note,
-        expected_version: Option<u64>,
-    ) -> Result<Outcome, AppError> {
-        let note_id = id_or_new(input.note_id);
-        let command = TicketCommand::AddNote {
-            note_id,
-            body: input.body,
-        };
-        let outcome = self
-            .on_ticket(actor, ticket_id, expected_version, command)
-            .await?;
-        Ok(outcome.with_item(note_id))
-    }
-
-    /// Records a stored file as attached.
-    pub async fn attach_file(
-        &self,
-        actor: &Actor,
-        ticket_id: Uuid,
-        input: input::FileAttachment,
-        expected_version: Option<u64>,
-    ) -> Result<Outcome, AppError> {
-        let file_id = id_or_new(input.file_id);
-        let command = TicketCommand::AttachFile {
-            file_id,
-            name: input.name,
-            content_type: input.content_type,
-            size: input.size,
-            sha256: input.sha256,
-        };
-        let outcome = self
-            .on_ticket(actor, ticket_id, expected_version, command)
-            .await?;
-        Ok(outcome.with_item(file_id))
-    }
-
-    /// Adds a chat message or transcript.
-    pub async fn add_chat_message(
-        &self,
-        actor: &Actor,
-        ticket_id: Uuid,
-        input: input::ChatMessage,
-        expected_version: Option<u64>,
-    ) -> Result<Outcome, AppError> {
-        let message_id = id_or_new(input.message_id);
-        let command = TicketCommand::AddChatMessage {
-            message_id,
-            body: input.body,
-        };
-        let outcome = self
-            .on_ticket(actor, ticket_id, expected_version, command)
-            .await?;
-        Ok(outcome.with_item(message_id))
-    }
-
-    /// Adds a voice message.
-    pub async fn add_voice_message(
-        &self,
-        actor: &Actor,
-        ticket_id: Uuid,
-        input: input::VoiceMessage,
-        expected_version: Option<u64>,
-    ) -> Result<Outcome, AppError> {
-        let message_id = id_or_new(input.message_id);
-        let command = TicketCommand::AddVoiceMessage {
-            message_id,
-            duration_seconds: input.duration_seconds,
-            file_sha256: input.file_sha256,
-        };
-        let outcome = self
-            .on_ticket(actor, ticket_id, expected_version, command)
-            .await?;
-        Ok(outcome.with_item(message_id))
-    }
-
-    /// Logs a phone call.
-    pub async fn log_call(
-        &self,
-        actor: &Actor,
-        ticket_id: Uuid,
-        input: input::Call,
-        expected_version: Option<u64>,
-    ) -> Result<Outcome, AppError> {
-        let command = TicketCommand::LogCall {
-            direction: input.direction,
-            duration_seconds: input.duration_seconds,
-        };
-        self.on_ticket(actor, ticket_id, expected_version, command)
-            .await
-    }
-
-    /// Adds a system message (accepted on closed and merged tickets too).
-    pub async fn add_system_message(
-        &self,
-        actor: &Actor,
-        ticket_id: Uuid,
-        input: input::SystemMessage,
-        expected_version: Option<u64>,
-    ) -> Result<Outcome, AppError> {
-        let command = TicketCommand::AddSystemMessage { text: input.text };
-        self.on_ticket(actor, ticket_id, expected_version, command)
-            .await
-    }
-
-    /// Forwards a ticket to an address.
-    pub async fn forward_ticket(
-        &self,
-        actor: &Actor,
-        ticket_id: Uuid,
-        input: input::Forward,
-        expected_version: Option<u64>,
-    ) -> Result<Outcome, AppError> {
-        let command = TicketCommand::Forward { to: input.to };
-        self.on_ticket(actor, ticket_id, expected_version, command)
-            .await
-    }
-
-    /// Records the customer's rating (accepted on closed tickets).
-    pub async fn rate_ticket(
-        &self,
-        actor: &Actor,
-        ticket_id: Uuid,
-        input: input::Rating,
-        expected_version: Option<u64>,
-    ) -> Result<Outcome, AppError> {
-        let command = TicketCommand::Rate {
-            rating: input.rating,
-            comment: input.comment,
-        };
-        self.on_ticket(actor, ticket_id, expected_version, command)
-            .await
+        Ok(match item {
+            Some(item) => outcome.with_item(item),
+            None => outcome,
+        })
     }
 
     /// Hands a ticket to an agent and/or department; each named target is
@@ -306,38 +125,6 @@ impl Helpdesk {
         let command = TicketCommand::Transfer {
             to_agent,
             to_department,
-        };
-        self.on_ticket(actor, ticket_id, expected_version, command)
-            .await
-    }
-
-    /// Adds and removes tags.
-    pub async fn change_ticket_tags(
-        &self,
-        actor: &Actor,
-        ticket_id: Uuid,
-        input: input::TagChange,
-        expected_version: Option<u64>,
-    ) -> Result<Outcome, AppError> {
-        let command = TicketCommand::ChangeTags {
-            add: input.add,
-            remove: input.remove,
-        };
-        self.on_ticket(actor, ticket_id, expected_version, command)
-            .await
-    }
-
-    /// Records an integration's own action on a ticket.
-    pub async fn record_ticket_action(
-        &self,
-        actor: &Actor,
-        ticket_id: Uuid,
-        input: input::Action,
-        expected_version: Option<u64>,
-    ) -> Result<Outcome, AppError> {
-        let command = TicketCommand::RecordOther {
-            action: input.action,
-            description: input.description,
         };
         self.on_ticket(actor, ticket_id, expected_version, command)
             .await
@@ -378,9 +165,9 @@ impl Helpdesk {
                         message: format!("ticket {into} does not exist"),
                     }));
                 }
-                let note = TicketCommand::AddSystemMessage {
+                let note = TicketCommand::from(TicketAction::AddSystemMessage {
                     text: format!("ticket {ticket_id} was merged into this ticket"),
-                };
+                });
                 let noted = decide_all(&target.state, &[note])?;
                 Ok((merged, noted))
             },
@@ -427,9 +214,9 @@ impl Helpdesk {
                         split_from: Some(ticket_id),
                         ..inherited
                     });
-                    let note = TicketCommand::AddSystemMessage {
+                    let note = TicketCommand::from(TicketAction::AddSystemMessage {
                         text: format!("ticket was split from ticket {ticket_id}"),
-                    };
+                    });
                     let created = decide_all(&target.state, &[create, note])?;
                     Ok((moved, created))
                 },

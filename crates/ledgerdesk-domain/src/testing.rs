@@ -15,8 +15,8 @@ pub(crate) struct Given<A> {
 }
 
 impl<A: Aggregate> Given<A> {
-    pub(crate) fn when(self, command: A::Command) -> Then<A> {
-        let result = self.state.decide(&command);
+    pub(crate) fn when(self, command: impl Into<A::Command>) -> Then<A> {
+        let result = self.state.decide(&command.into());
         Then {
             state: self.state,
             result,

@@ -8,7 +8,7 @@
 use ledgerdesk_domain::department::DepartmentCommand;
 use ledgerdesk_domain::settings::SettingsCommand;
 use ledgerdesk_domain::ticket::{
-    AgentFact, CreateTicket, DepartmentFact, Requester, TicketCommand,
+    AgentFact, CreateTicket, DepartmentFact, Requester, TicketAction, TicketCommand,
 };
 use ledgerdesk_domain::user::UserCommand;
 use ledgerdesk_domain::{
@@ -202,29 +202,30 @@ fn valid_create() -> CreateTicket {
 }
 
 fn ticket_command() -> impl Strategy<Value = TicketCommand> {
+    use TicketAction as A;
     use TicketCommand as C;
     let fact = (any::<bool>(), any::<bool>());
     prop_oneof![
         create_ticket().prop_map(C::Create),
         one_of(&["new", "open", "pending", "resolved", "closed", "done"])
-            .prop_map(|to| C::ChangeStatus { to }),
+            .prop_map(|to| C::Act(A::ChangeStatus { to })),
         (
             message_id(),
             one_of(&["inbound", "outbound", "up"]),
             one_of(&["email", "twitter", "weibo", "offline_form", "fax"]),
             personal()
         )
-            .prop_map(
-                |(message_id, direction, channel, body)| C::AddPublicMessage {
+            .prop_map(|(message_id, direction, channel, body)| C::Act(
+                A::AddPublicMessage {
                     message_id,
                     direction,
-                    channel,
+                    channel: Some(channel),
                     body
                 }
-            ),
+            )),
         (message_id(), personal())
-            .prop_map(|(message_id, body)| C::AddInternalMessage { message_id, body }),
-        (message_id(), personal()).prop_map(|(note_id, body)| C::AddNote { note_id, body }),
+            .prop_map(|(message_id, body)| C::Act(A::AddInternalMessage { message_id, body })),
+        (message_id(), personal()).prop_map(|(note_id, body)| C::Act(A::AddNote { note_id, body })),
         (
             message_id(),
             personal(),
@@ -232,15 +233,15 @@ fn ticket_command() -> impl Strategy<Value = TicketCommand> {
             any::<u32>(),
             sha()
         )
-            .prop_map(
-                |(file_id, name, content_type, size, sha256)| C::AttachFile {
+            .prop_map(|(file_id, name, content_type, size, sha256)| C::Act(
+                A::AttachFile {
                     file_id,
                     name,
                     content_type,
                     size: size.into(),
                     sha256
                 }
-            ),
+            )),
         (proptest::option::of(fact), proptest::option::of(fact)).prop_map(|(agent, department)| {
             C::Transfer {
                 to_agent: agent.map(|(exists, active)| AgentFact {
@@ -259,25 +260,25 @@ fn ticket_command() -> impl Strategy<Value = TicketCommand> {
             prop::collection::vec(word(), 0..3),
             prop::collection::vec(word(), 0..3)
         )
-            .prop_map(|(add, remove)| C::ChangeTags { add, remove }),
+            .prop_map(|(add, remove)| C::Act(A::ChangeTags { add, remove })),
         (message_id(), 0u32..600, proptest::option::of(sha())).prop_map(
-            |(message_id, duration_seconds, file_sha256)| C::AddVoiceMessage {
+            |(message_id, duration_seconds, file_sha256)| C::Act(A::AddVoiceMessage {
                 message_id,
                 duration_seconds,
                 file_sha256
-            }
+            })
         ),
         (one_of(&["inbound", "outbound", "up"]), 0u32..600).prop_map(
-            |(direction, duration_seconds)| C::LogCall {
+            |(direction, duration_seconds)| C::Act(A::LogCall {
                 direction,
                 duration_seconds
-            }
+            })
         ),
         (message_id(), personal())
-            .prop_map(|(message_id, body)| C::AddChatMessage { message_id, body }),
-        personal_email().prop_map(|to| C::Forward { to }),
+            .prop_map(|(message_id, body)| C::Act(A::AddChatMessage { message_id, body })),
+        personal_email().prop_map(|to| C::Act(A::Forward { to })),
         (0u8..8, proptest::option::of(personal()))
-            .prop_map(|(rating, comment)| C::Rate { rating, comment }),
+            .prop_map(|(rating, comment)| C::Act(A::Rate { rating, comment })),
         (
             prop_oneof![Just(id(1)), Just(id(3))],
             prop::collection::vec(message_id(), 0..4)
@@ -296,12 +297,13 @@ fn ticket_command() -> impl Strategy<Value = TicketCommand> {
                 into_is_merged,
                 into_is_closed
             }),
-        one_of(&["low", "normal", "high", "urgent", "meh"]).prop_map(|to| C::ChangePriority { to }),
-        word().prop_map(|text| C::AddSystemMessage { text }),
-        (word(), word()).prop_map(|(action, description)| C::RecordOther {
+        one_of(&["low", "normal", "high", "urgent", "meh"])
+            .prop_map(|to| C::Act(A::ChangePriority { to })),
+        word().prop_map(|text| C::Act(A::AddSystemMessage { text })),
+        (word(), word()).prop_map(|(action, description)| C::Act(A::RecordOther {
             action,
             description
-        }),
+        })),
     ]
 }
 

@@ -8,6 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest};
 use askama::Template;
 use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone, Utc};
+use ledgerdesk_domain::ticket::TicketAction;
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -569,18 +570,18 @@ pub async fn reply(
 ) -> PageResult {
     let f = posted(&body);
     let channel = match get(&f, "channel") {
-        "" => "email".to_string(),
-        c => text("channel", c)?,
+        "" => None,
+        c => Some(text("channel", c)?),
     };
-    let message = ledgerdesk_app::input::PublicMessage {
-        message_id: None,
+    let message = TicketAction::AddPublicMessage {
+        message_id: Uuid::now_v7(),
         direction: "outbound".into(),
         channel,
         body: text("body", get(&f, "body"))?,
     };
     state
         .helpdesk
-        .add_public_message(&cx.actor, path.id, message, None)
+        .act(&cx.actor, path.id, None, message)
         .await
         .map_err(ApiError::from)?;
     Ok(back(path.id))
@@ -594,13 +595,13 @@ pub async fn note(
     body: web::Bytes,
 ) -> PageResult {
     let f = posted(&body);
-    let note = ledgerdesk_app::input::Note {
-        note_id: None,
+    let note = TicketAction::AddNote {
+        note_id: Uuid::now_v7(),
         body: text("body", get(&f, "body"))?,
     };
     state
         .helpdesk
-        .add_note(&cx.actor, path.id, note, None)
+        .act(&cx.actor, path.id, None, note)
         .await
         .map_err(ApiError::from)?;
     Ok(back(path.id))
@@ -614,12 +615,12 @@ pub async fn status(
     body: web::Bytes,
 ) -> PageResult {
     let f = posted(&body);
-    let change = ledgerdesk_app::input::StatusChange {
-        status: text("status", get(&f, "status"))?,
+    let change = TicketAction::ChangeStatus {
+        to: text("status", get(&f, "status"))?,
     };
     state
         .helpdesk
-        .change_ticket_status(&cx.actor, path.id, change, None)
+        .act(&cx.actor, path.id, None, change)
         .await
         .map_err(ApiError::from)?;
     Ok(back(path.id))

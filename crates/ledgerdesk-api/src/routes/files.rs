@@ -14,7 +14,8 @@ use actix_multipart::Multipart;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures::StreamExt;
-use ledgerdesk_app::{input, SubjectStatus};
+use ledgerdesk_app::SubjectStatus;
+use ledgerdesk_domain::ticket::TicketAction;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -259,8 +260,8 @@ pub async fn upload(
     // erased while the body was read.
     let _kept = state.files_lock.lock().await;
     refuse_if_erased(&state, subject).await?;
-    let attachment = input::FileAttachment {
-        file_id: None,
+    let attachment = TicketAction::AttachFile {
+        file_id: uuid::Uuid::now_v7(),
         name: stored.name.clone(),
         content_type: stored.content_type.clone(),
         size: stored.size,
@@ -270,7 +271,7 @@ pub async fn upload(
     // it the temporary file: nothing reaches the index or the store.
     let outcome = state
         .helpdesk
-        .attach_file(&cx.actor, path.id, attachment, cx.if_match)
+        .act(&cx.actor, path.id, cx.if_match, attachment)
         .await?;
     if let Err(e) = keep_upload(&state, &stored, subject).await {
         tracing::error!(sha256 = %stored.sha256, ticket = %path.id, "an attachment was recorded but its bytes were not kept");

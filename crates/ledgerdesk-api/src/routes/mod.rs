@@ -1,6 +1,8 @@
 //! One module per resource; [`configure`] mounts them all. Every route here
 //! has a row in [`crate::permissions::PERMISSIONS`] and an OpenAPI entry
-//! in [`crate::openapi`]; a test checks the three agree.
+//! in [`crate::openapi`]; a test checks the three agree. The plain ticket
+//! actions are mounted from their table, [`tickets::ACTIONS`], which also
+//! gives their permission rows and OpenAPI entries.
 
 pub mod audit;
 pub mod auth;
@@ -297,14 +299,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .done(),
         )
         .service(
-            at("/api/v1/tickets/{id}/messages")
-                .on("GET", conversation::messages)
-                .on("POST", tickets::message)
-                .done(),
-        )
-        .service(
-            at("/api/v1/tickets/{id}/notes")
-                .on("POST", tickets::note)
+            tickets::ACTIONS
+                .iter()
+                .find(|action| action.path == tickets::MESSAGES)
+                .expect("the message action")
+                .mount(at(tickets::MESSAGES).on("GET", conversation::messages))
                 .done(),
         )
         .service(
@@ -313,28 +312,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .done(),
         )
         .service(
-            at("/api/v1/tickets/{id}/status")
-                .on("POST", tickets::status)
-                .done(),
-        )
-        .service(
-            at("/api/v1/tickets/{id}/priority")
-                .on("POST", tickets::priority)
-                .done(),
-        )
-        .service(
             at("/api/v1/tickets/{id}/transfer")
                 .on("POST", tickets::transfer)
-                .done(),
-        )
-        .service(
-            at("/api/v1/tickets/{id}/tags")
-                .on("POST", tickets::tags)
-                .done(),
-        )
-        .service(
-            at("/api/v1/tickets/{id}/ranking")
-                .on("POST", tickets::ranking)
                 .done(),
         )
         .service(
@@ -348,34 +327,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .done(),
         )
         .service(
-            at("/api/v1/tickets/{id}/forward")
-                .on("POST", tickets::forward)
-                .done(),
-        )
-        .service(
-            at("/api/v1/tickets/{id}/calls")
-                .on("POST", tickets::call)
-                .done(),
-        )
-        .service(
-            at("/api/v1/tickets/{id}/voice-messages")
-                .on("POST", tickets::voice_message)
-                .done(),
-        )
-        .service(
-            at("/api/v1/tickets/{id}/chat")
-                .on("POST", tickets::chat)
-                .done(),
-        )
-        .service(
             at("/api/v1/tickets/{id}/views")
                 .on("POST", tickets::view)
                 .on("DELETE", tickets::leave)
-                .done(),
-        )
-        .service(
-            at("/api/v1/tickets/{id}/system-messages")
-                .on("POST", tickets::system_message)
                 .done(),
         )
         .service(
@@ -412,6 +366,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .done(),
         )
         .service(at("/api/v1/admin/verify").on("GET", ledger::verify).done());
+    for action in tickets::ACTIONS
+        .iter()
+        .filter(|action| action.path != tickets::MESSAGES)
+    {
+        cfg.service(action.mount(at(action.path)).done());
+    }
     console_routes(cfg);
     cfg.default_service(web::to(not_found));
 }

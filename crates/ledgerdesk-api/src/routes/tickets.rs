@@ -1,22 +1,222 @@
-//! Tickets: open one, read it (folded from its stream), and one endpoint per
-//! action. Every action accepts `If-Match` (except views) and answers with
-//! the stream's new version (also the `ETag`) and the global position.
-//! `GET /api/v1/tickets` (the filtered list) comes from the projections.
+//! Tickets: open one, read its history, and act on it. Every action accepts
+//! `If-Match` (except views) and answers with the stream's new version (also
+//! the `ETag`) and the global position. `GET /api/v1/tickets` (the filtered
+//! list) comes from the projections.
+//!
+//! The plain actions ([`TicketAction`]) are one table, [`ACTIONS`]: a row
+//! names the route, who may call it and its request body, whose
+//! [`ActionBody`] impl turns it into the action. The routes, their rows of
+//! the permission table and their OpenAPI entries are all generated from
+//! it. Create, transfer, split, merge and views have handlers of their own.
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
-use ledgerdesk_app::{input, HistoryEntry};
+use ledgerdesk_app::{input, AppError, DomainRefusal, HistoryEntry};
+use ledgerdesk_domain::ticket::{TicketAction, TicketError};
 use ledgerdesk_domain::{Aggregate, Ticket};
 use ledgerdesk_store::StreamRange;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::extract::{Cx, Json, Query};
-use crate::routes::{command_ok, created, etag, CommandResult, IdPath, PairResult};
+use crate::permissions::{Access, Permission, ADMIN, STAFF};
+use crate::routes::{command_ok, created, etag, CommandResult, IdPath, PairResult, Secured};
 use crate::state::AppState;
+
+/// One plain ticket action as HTTP serves it: `POST {path}` with a JSON
+/// body, answered with [`CommandResult`] and the new version as `ETag`.
+#[derive(Clone, Copy)]
+pub struct ActionRoute {
+    /// The route pattern.
+    pub path: &'static str,
+    /// Who may call it: its row of the permission table.
+    pub access: Access,
+    /// The OpenAPI summary: what it does, and its catalogue label.
+    pub summary: &'static str,
+    /// The OpenAPI description of its 200 answer.
+    pub answer: &'static str,
+    mount: fn(Secured) -> Secured,
+    schema: fn() -> (String, Value),
+}
+
+/// A request body of a plain ticket action.
+pub trait ActionBody: DeserializeOwned + ToSchema + 'static {
+    /// The action it asks for; ids of what it adds are minted here.
+    fn action(self) -> Result<TicketAction, TicketError>;
+}
+
+const fn row<B: ActionBody>(
+    path: &'static str,
+    access: Access,
+    summary: &'static str,
+    answer: &'static str,
+) -> ActionRoute {
+    ActionRoute {
+        path,
+        access,
+        summary,
+        answer,
+        mount: mount::<B>,
+        schema: schema::<B>,
+    }
+}
+
+/// The plain ticket actions. Adding one: a [`TicketAction`] variant (and
+/// its decide/apply in the domain), a body type with [`ActionBody`] below,
+/// and a row here; see "Adding a ticket action" in docs/ARCHITECTURE.md.
+pub const ACTIONS: &[ActionRoute] = &[
+    row::<MessageRequest>(
+        MESSAGES,
+        STAFF,
+        "Add a message (`Ticket – Message` or `Ticket – Internal Message`).",
+        "Added; item is the message id",
+    ),
+    row::<NoteRequest>(
+        "/api/v1/tickets/{id}/notes",
+        STAFF,
+        "Add a note (`Ticket – Note`).",
+        "Added; item is the note id",
+    ),
+    row::<StatusRequest>(
+        "/api/v1/tickets/{id}/status",
+        STAFF,
+        "Change the status (`Ticket – Status`).",
+        "Changed",
+    ),
+    row::<PriorityRequest>(
+        "/api/v1/tickets/{id}/priority",
+        STAFF,
+        "Change the priority (`Ticket – Priority`).",
+        "Changed",
+    ),
+    row::<TagsRequest>(
+        "/api/v1/tickets/{id}/tags",
+        STAFF,
+        "Add and remove tags (`Ticket – Tags changed`).",
+        "Changed",
+    ),
+    row::<RankingRequest>(
+        "/api/v1/tickets/{id}/ranking",
+        STAFF,
+        "Record the customer's rating (`Ticket – Ranking`).",
+        "Rated",
+    ),
+    row::<ForwardRequest>(
+        "/api/v1/tickets/{id}/forward",
+        STAFF,
+        "Forward the ticket to an address (`Ticket – Forward`).",
+        "Forwarded",
+    ),
+    row::<CallRequest>(
+        "/api/v1/tickets/{id}/calls",
+        STAFF,
+        "Log a phone call (`Ticket – Call`).",
+        "Logged",
+    ),
+    row::<VoiceMessageRequest>(
+        "/api/v1/tickets/{id}/voice-messages",
+        STAFF,
+        "Add a voice message (`Ticket – Voice message`).",
+        "Added; item is the message id",
+    ),
+    row::<ChatRequest>(
+        "/api/v1/tickets/{id}/chat",
+        STAFF,
+        "Add a chat message or transcript (`Ticket – Chat`).",
+        "Added; item is the message id",
+    ),
+    row::<SystemMessageRequest>(
+        "/api/v1/tickets/{id}/system-messages",
+        ADMIN,
+        "Add a message by the system (`Ticket – System message`; admins).",
+        "Added",
+    ),
+];
+
+/// The one action route that shares its path with a read: the conversation
+/// (`GET`) is mounted on the same resource.
+pub const MESSAGES: &str = "/api/v1/tickets/{id}/messages";
+
+impl ActionRoute {
+    /// Its row of the permission table.
+    pub const fn permission(&self) -> Permission {
+        Permission {
+            method: "POST",
+            path: self.path,
+            access: self.access,
+            auth: crate::permissions::Auth::Bearer,
+        }
+    }
+
+    /// Adds the action's `POST` to `resource`.
+    pub(super) fn mount(&self, resource: Secured) -> Secured {
+        (self.mount)(resource)
+    }
+
+    /// The OpenAPI operation of the route, before `crate::openapi`
+    /// completes it (roles, problems, headers) like every other one; and
+    /// the body's schema name and schema.
+    pub fn openapi(&self) -> (Value, (String, Value)) {
+        let (name, schema) = (self.schema)();
+        let operation = json!({
+            "tags": ["tickets"],
+            "summary": self.summary,
+            "parameters": [{
+                "name": "id",
+                "in": "path",
+                "description": "The id (UUID).",
+                "required": true,
+                "schema": { "type": "string", "format": "uuid" }
+            }],
+            "requestBody": {
+                "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{name}") } } },
+                "required": true
+            },
+            "responses": {
+                "200": {
+                    "description": self.answer,
+                    "headers": { "ETag": { "schema": { "type": "string" } } },
+                    "content": { "application/json": { "schema": { "$ref": "#/components/schemas/CommandResult" } } }
+                }
+            }
+        });
+        (operation, (name, schema))
+    }
+}
+
+fn mount<B: ActionBody>(resource: Secured) -> Secured {
+    resource.on("POST", act::<B>)
+}
+
+fn schema<B: ActionBody>() -> (String, Value) {
+    (
+        B::name().into_owned(),
+        serde_json::to_value(B::schema()).unwrap_or_default(),
+    )
+}
+
+/// The handler of every plain action: the body becomes the action (a
+/// refusal there is the domain's, a 422), which the helpdesk decides.
+async fn act<B: ActionBody>(
+    state: web::Data<AppState>,
+    cx: Cx,
+    path: web::Path<IdPath>,
+    Json(body): Json<B>,
+) -> Result<HttpResponse, ApiError> {
+    let action = body
+        .action()
+        .map_err(|e| AppError::Rejected(DomainRefusal::from(e)))?;
+    let outcome = state
+        .helpdesk
+        .act(&cx.actor, path.id, cx.if_match, action)
+        .await?;
+    Ok(command_ok(outcome))
+}
 
 /// Who asked.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -210,6 +410,97 @@ pub struct SystemMessageRequest {
     pub text: String,
 }
 
+impl ActionBody for MessageRequest {
+    fn action(self) -> Result<TicketAction, TicketError> {
+        TicketAction::message(
+            Uuid::now_v7(),
+            self.body,
+            self.internal,
+            self.channel,
+            self.direction,
+        )
+    }
+}
+
+impl ActionBody for NoteRequest {
+    fn action(self) -> Result<TicketAction, TicketError> {
+        Ok(TicketAction::AddNote {
+            note_id: Uuid::now_v7(),
+            body: self.body,
+        })
+    }
+}
+
+impl ActionBody for StatusRequest {
+    fn action(self) -> Result<TicketAction, TicketError> {
+        Ok(TicketAction::ChangeStatus { to: self.status })
+    }
+}
+
+impl ActionBody for PriorityRequest {
+    fn action(self) -> Result<TicketAction, TicketError> {
+        Ok(TicketAction::ChangePriority { to: self.priority })
+    }
+}
+
+impl ActionBody for TagsRequest {
+    fn action(self) -> Result<TicketAction, TicketError> {
+        Ok(TicketAction::ChangeTags {
+            add: self.add,
+            remove: self.remove,
+        })
+    }
+}
+
+impl ActionBody for RankingRequest {
+    fn action(self) -> Result<TicketAction, TicketError> {
+        Ok(TicketAction::Rate {
+            rating: self.rating,
+            comment: self.comment,
+        })
+    }
+}
+
+impl ActionBody for ForwardRequest {
+    fn action(self) -> Result<TicketAction, TicketError> {
+        Ok(TicketAction::Forward { to: self.to })
+    }
+}
+
+impl ActionBody for CallRequest {
+    fn action(self) -> Result<TicketAction, TicketError> {
+        Ok(TicketAction::LogCall {
+            direction: self.direction,
+            duration_seconds: self.duration_seconds,
+        })
+    }
+}
+
+impl ActionBody for VoiceMessageRequest {
+    fn action(self) -> Result<TicketAction, TicketError> {
+        Ok(TicketAction::AddVoiceMessage {
+            message_id: Uuid::now_v7(),
+            duration_seconds: self.duration_seconds,
+            file_sha256: self.file_sha256,
+        })
+    }
+}
+
+impl ActionBody for ChatRequest {
+    fn action(self) -> Result<TicketAction, TicketError> {
+        Ok(TicketAction::AddChatMessage {
+            message_id: Uuid::now_v7(),
+            body: self.body,
+        })
+    }
+}
+
+impl ActionBody for SystemMessageRequest {
+    fn action(self) -> Result<TicketAction, TicketError> {
+        Ok(TicketAction::AddSystemMessage { text: self.text })
+    }
+}
+
 fn ticket_not_found(id: Uuid) -> ApiError {
     ApiError::NotFound {
         code: "ticket_not_found",
@@ -325,146 +616,6 @@ pub async fn ticket_history(
     Ok(TicketHistory { id, items })
 }
 
-/// Add a message (`Ticket – Message` or `Ticket – Internal Message`).
-#[utoipa::path(
-    post,
-    path = "/api/v1/tickets/{id}/messages",
-    tag = "tickets",
-    params(IdPath),
-    request_body = MessageRequest,
-    responses((status = 200, description = "Added; item is the message id", body = CommandResult, headers(("ETag" = String))))
-)]
-pub async fn message(
-    state: web::Data<AppState>,
-    cx: Cx,
-    path: web::Path<IdPath>,
-    Json(body): Json<MessageRequest>,
-) -> Result<HttpResponse, ApiError> {
-    let id = path.id;
-    let outcome = if body.internal {
-        if body.channel.is_some() || body.direction.is_some() {
-            return Err(ApiError::unprocessable(
-                "not_public",
-                if body.channel.is_some() {
-                    "channel"
-                } else {
-                    "direction"
-                },
-                "an internal message has no channel or direction",
-            ));
-        }
-        let message = input::InternalMessage {
-            message_id: None,
-            body: body.body,
-        };
-        state
-            .helpdesk
-            .add_internal_message(&cx.actor, id, message, cx.if_match)
-            .await?
-    } else {
-        let channel = match body.channel {
-            Some(channel) => channel,
-            None => {
-                let (ticket, _) = state
-                    .helpdesk
-                    .ticket(id)
-                    .await?
-                    .ok_or_else(|| ticket_not_found(id))?;
-                ticket
-                    .channel
-                    .map_or_else(|| "email".to_string(), |c| c.as_str().to_string())
-            }
-        };
-        let message = input::PublicMessage {
-            message_id: None,
-            direction: body.direction.unwrap_or_else(|| "outbound".into()),
-            channel,
-            body: body.body,
-        };
-        state
-            .helpdesk
-            .add_public_message(&cx.actor, id, message, cx.if_match)
-            .await?
-    };
-    Ok(command_ok(outcome))
-}
-
-/// Add a note (`Ticket – Note`).
-#[utoipa::path(
-    post,
-    path = "/api/v1/tickets/{id}/notes",
-    tag = "tickets",
-    params(IdPath),
-    request_body = NoteRequest,
-    responses((status = 200, description = "Added; item is the note id", body = CommandResult, headers(("ETag" = String))))
-)]
-pub async fn note(
-    state: web::Data<AppState>,
-    cx: Cx,
-    path: web::Path<IdPath>,
-    Json(body): Json<NoteRequest>,
-) -> Result<HttpResponse, ApiError> {
-    let note = input::Note {
-        note_id: None,
-        body: body.body,
-    };
-    let outcome = state
-        .helpdesk
-        .add_note(&cx.actor, path.id, note, cx.if_match)
-        .await?;
-    Ok(command_ok(outcome))
-}
-
-/// Change the status (`Ticket – Status`).
-#[utoipa::path(
-    post,
-    path = "/api/v1/tickets/{id}/status",
-    tag = "tickets",
-    params(IdPath),
-    request_body = StatusRequest,
-    responses((status = 200, description = "Changed", body = CommandResult, headers(("ETag" = String))))
-)]
-pub async fn status(
-    state: web::Data<AppState>,
-    cx: Cx,
-    path: web::Path<IdPath>,
-    Json(body): Json<StatusRequest>,
-) -> Result<HttpResponse, ApiError> {
-    let change = input::StatusChange {
-        status: body.status,
-    };
-    let outcome = state
-        .helpdesk
-        .change_ticket_status(&cx.actor, path.id, change, cx.if_match)
-        .await?;
-    Ok(command_ok(outcome))
-}
-
-/// Change the priority (`Ticket – Priority`).
-#[utoipa::path(
-    post,
-    path = "/api/v1/tickets/{id}/priority",
-    tag = "tickets",
-    params(IdPath),
-    request_body = PriorityRequest,
-    responses((status = 200, description = "Changed", body = CommandResult, headers(("ETag" = String))))
-)]
-pub async fn priority(
-    state: web::Data<AppState>,
-    cx: Cx,
-    path: web::Path<IdPath>,
-    Json(body): Json<PriorityRequest>,
-) -> Result<HttpResponse, ApiError> {
-    let change = input::PriorityChange {
-        priority: body.priority,
-    };
-    let outcome = state
-        .helpdesk
-        .change_ticket_priority(&cx.actor, path.id, change, cx.if_match)
-        .await?;
-    Ok(command_ok(outcome))
-}
-
 /// Hand the ticket to an agent and/or a department (`Ticket – Transfer`).
 #[utoipa::path(
     post,
@@ -487,58 +638,6 @@ pub async fn transfer(
     let outcome = state
         .helpdesk
         .transfer_ticket(&cx.actor, path.id, transfer, cx.if_match)
-        .await?;
-    Ok(command_ok(outcome))
-}
-
-/// Add and remove tags (`Ticket – Tags changed`).
-#[utoipa::path(
-    post,
-    path = "/api/v1/tickets/{id}/tags",
-    tag = "tickets",
-    params(IdPath),
-    request_body = TagsRequest,
-    responses((status = 200, description = "Changed", body = CommandResult, headers(("ETag" = String))))
-)]
-pub async fn tags(
-    state: web::Data<AppState>,
-    cx: Cx,
-    path: web::Path<IdPath>,
-    Json(body): Json<TagsRequest>,
-) -> Result<HttpResponse, ApiError> {
-    let change = input::TagChange {
-        add: body.add,
-        remove: body.remove,
-    };
-    let outcome = state
-        .helpdesk
-        .change_ticket_tags(&cx.actor, path.id, change, cx.if_match)
-        .await?;
-    Ok(command_ok(outcome))
-}
-
-/// Record the customer's rating (`Ticket – Ranking`).
-#[utoipa::path(
-    post,
-    path = "/api/v1/tickets/{id}/ranking",
-    tag = "tickets",
-    params(IdPath),
-    request_body = RankingRequest,
-    responses((status = 200, description = "Rated", body = CommandResult, headers(("ETag" = String))))
-)]
-pub async fn ranking(
-    state: web::Data<AppState>,
-    cx: Cx,
-    path: web::Path<IdPath>,
-    Json(body): Json<RankingRequest>,
-) -> Result<HttpResponse, ApiError> {
-    let rating = input::Rating {
-        rating: body.rating,
-        comment: body.comment,
-    };
-    let outcome = state
-        .helpdesk
-        .rate_ticket(&cx.actor, path.id, rating, cx.if_match)
         .await?;
     Ok(command_ok(outcome))
 }
@@ -600,139 +699,6 @@ pub async fn merge(
     Ok(HttpResponse::Ok()
         .insert_header((header::ETAG, etag(pair.source.version)))
         .json(PairResult::from(pair)))
-}
-
-/// Forward the ticket to an address (`Ticket – Forward`).
-#[utoipa::path(
-    post,
-    path = "/api/v1/tickets/{id}/forward",
-    tag = "tickets",
-    params(IdPath),
-    request_body = ForwardRequest,
-    responses((status = 200, description = "Forwarded", body = CommandResult, headers(("ETag" = String))))
-)]
-pub async fn forward(
-    state: web::Data<AppState>,
-    cx: Cx,
-    path: web::Path<IdPath>,
-    Json(body): Json<ForwardRequest>,
-) -> Result<HttpResponse, ApiError> {
-    let outcome = state
-        .helpdesk
-        .forward_ticket(
-            &cx.actor,
-            path.id,
-            input::Forward { to: body.to },
-            cx.if_match,
-        )
-        .await?;
-    Ok(command_ok(outcome))
-}
-
-/// Log a phone call (`Ticket – Call`).
-#[utoipa::path(
-    post,
-    path = "/api/v1/tickets/{id}/calls",
-    tag = "tickets",
-    params(IdPath),
-    request_body = CallRequest,
-    responses((status = 200, description = "Logged", body = CommandResult, headers(("ETag" = String))))
-)]
-pub async fn call(
-    state: web::Data<AppState>,
-    cx: Cx,
-    path: web::Path<IdPath>,
-    Json(body): Json<CallRequest>,
-) -> Result<HttpResponse, ApiError> {
-    let call = input::Call {
-        direction: body.direction,
-        duration_seconds: body.duration_seconds,
-    };
-    let outcome = state
-        .helpdesk
-        .log_call(&cx.actor, path.id, call, cx.if_match)
-        .await?;
-    Ok(command_ok(outcome))
-}
-
-/// Add a voice message (`Ticket – Voice message`).
-#[utoipa::path(
-    post,
-    path = "/api/v1/tickets/{id}/voice-messages",
-    tag = "tickets",
-    params(IdPath),
-    request_body = VoiceMessageRequest,
-    responses((status = 200, description = "Added; item is the message id", body = CommandResult, headers(("ETag" = String))))
-)]
-pub async fn voice_message(
-    state: web::Data<AppState>,
-    cx: Cx,
-    path: web::Path<IdPath>,
-    Json(body): Json<VoiceMessageRequest>,
-) -> Result<HttpResponse, ApiError> {
-    let voice = input::VoiceMessage {
-        message_id: None,
-        duration_seconds: body.duration_seconds,
-        file_sha256: body.file_sha256,
-    };
-    let outcome = state
-        .helpdesk
-        .add_voice_message(&cx.actor, path.id, voice, cx.if_match)
-        .await?;
-    Ok(command_ok(outcome))
-}
-
-/// Add a chat message or transcript (`Ticket – Chat`).
-#[utoipa::path(
-    post,
-    path = "/api/v1/tickets/{id}/chat",
-    tag = "tickets",
-    params(IdPath),
-    request_body = ChatRequest,
-    responses((status = 200, description = "Added; item is the message id", body = CommandResult, headers(("ETag" = String))))
-)]
-pub async fn chat(
-    state: web::Data<AppState>,
-    cx: Cx,
-    path: web::Path<IdPath>,
-    Json(body): Json<ChatRequest>,
-) -> Result<HttpResponse, ApiError> {
-    let chat = input::ChatMessage {
-        message_id: None,
-        body: body.body,
-    };
-    let outcome = state
-        .helpdesk
-        .add_chat_message(&cx.actor, path.id, chat, cx.if_match)
-        .await?;
-    Ok(command_ok(outcome))
-}
-
-/// Add a message by the system (`Ticket – System message`; admins).
-#[utoipa::path(
-    post,
-    path = "/api/v1/tickets/{id}/system-messages",
-    tag = "tickets",
-    params(IdPath),
-    request_body = SystemMessageRequest,
-    responses((status = 200, description = "Added", body = CommandResult, headers(("ETag" = String))))
-)]
-pub async fn system_message(
-    state: web::Data<AppState>,
-    cx: Cx,
-    path: web::Path<IdPath>,
-    Json(body): Json<SystemMessageRequest>,
-) -> Result<HttpResponse, ApiError> {
-    let outcome = state
-        .helpdesk
-        .add_system_message(
-            &cx.actor,
-            path.id,
-            input::SystemMessage { text: body.text },
-            cx.if_match,
-        )
-        .await?;
-    Ok(command_ok(outcome))
 }
 
 /// The caller starts viewing the ticket (`User – Viewing ticket`, on the

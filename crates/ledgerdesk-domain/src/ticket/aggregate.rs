@@ -15,6 +15,39 @@ use crate::{Aggregate, Pii};
 pub enum TicketCommand {
     /// Open the ticket.
     Create(CreateTicket),
+    /// Hand the ticket to an agent and/or a department.
+    Transfer {
+        /// The new assignee.
+        to_agent: Option<AgentFact>,
+        /// The new department.
+        to_department: Option<DepartmentFact>,
+    },
+    /// Move some messages into a new ticket (created separately with
+    /// `split_from`).
+    Split {
+        /// The new ticket's id.
+        new_ticket_id: Uuid,
+        /// Messages of this ticket to move.
+        message_ids: Vec<Uuid>,
+    },
+    /// Merge this ticket into another; it is then closed to new messages.
+    Merge {
+        /// The surviving ticket.
+        into: Uuid,
+        /// Fact: the surviving ticket is itself merged.
+        into_is_merged: bool,
+        /// Fact: the surviving ticket is closed.
+        into_is_closed: bool,
+    },
+    /// One of the plain actions, which need nothing from outside the
+    /// ticket but their own fields.
+    Act(TicketAction),
+}
+
+/// The plain ticket actions: one variant each, decided on the ticket's own
+/// state alone. The HTTP API mounts one route per variant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TicketAction {
     /// Move it along [`STATUS_TRANSITIONS`].
     ChangeStatus {
         /// Target status wire name.
@@ -26,8 +59,8 @@ pub enum TicketCommand {
         message_id: Uuid,
         /// `inbound` (from the customer) or `outbound` (a reply).
         direction: String,
-        /// Channel wire name.
-        channel: String,
+        /// Channel wire name; the ticket's own channel when absent.
+        channel: Option<String>,
         /// Message body.
         body: String,
     },
@@ -57,13 +90,6 @@ pub enum TicketCommand {
         size: u64,
         /// SHA-256 of the stored bytes, 64 hex characters.
         sha256: String,
-    },
-    /// Hand the ticket to an agent and/or a department.
-    Transfer {
-        /// The new assignee.
-        to_agent: Option<AgentFact>,
-        /// The new department.
-        to_department: Option<DepartmentFact>,
     },
     /// Add and remove tags.
     ChangeTags {
@@ -106,23 +132,6 @@ pub enum TicketCommand {
         rating: u8,
         /// Optional comment.
         comment: Option<String>,
-    },
-    /// Move some messages into a new ticket (created separately with
-    /// `split_from`).
-    Split {
-        /// The new ticket's id.
-        new_ticket_id: Uuid,
-        /// Messages of this ticket to move.
-        message_ids: Vec<Uuid>,
-    },
-    /// Merge this ticket into another; it is then closed to new messages.
-    Merge {
-        /// The surviving ticket.
-        into: Uuid,
-        /// Fact: the surviving ticket is itself merged.
-        into_is_merged: bool,
-        /// Fact: the surviving ticket is closed.
-        into_is_closed: bool,
     },
     /// Change the priority.
     ChangePriority {
@@ -359,6 +368,196 @@ impl Ticket {
             message_ids: moved.into_iter().collect(),
         }])
     }
+    /// Decides a plain action.
+    fn act(&self, action: &TicketAction) -> Result<Vec<TicketEvent>, TicketError> {
+        use TicketAction as A;
+        use TicketEvent as E;
+        match action {
+            A::ChangeStatus { to } => {
+                let (ticket_id, _) = self.existing()?;
+                self.not_merged()?;
+                let to = Status::parse(to)?;
+                if !self.status.can_become(to) {
+                    return Err(TicketError::InvalidTransition {
+                        from: self.status,
+                        to,
+                    });
+                }
+                Ok(vec![E::StatusChanged {
+                    ticket_id,
+                    from: self.status,
+                    to,
+                }])
+            }
+            A::AddPublicMessage {
+                message_id,
+                direction,
+                channel,
+                body: text,
+            } => {
+                let (ticket_id, subject) = self.open_for_content()?;
+                self.new_message_id(*message_id)?;
+                Ok(vec![E::MessageAdded {
+                    ticket_id,
+                    message_id: *message_id,
+                    direction: Direction::parse(direction)?,
+                    channel: match channel {
+                        Some(channel) => Channel::parse(channel)?,
+                        None => self.channel.unwrap_or(Channel::Email),
+                    },
+                    pii: body(subject, "body", text, limits::BODY_MAX)?,
+                }])
+            }
+            A::AddInternalMessage {
+                message_id,
+                body: text,
+            } => {
+                let (ticket_id, subject) = self.open_for_content()?;
+                self.new_message_id(*message_id)?;
+                Ok(vec![E::InternalMessageAdded {
+                    ticket_id,
+                    message_id: *message_id,
+                    pii: body(subject, "body", text, limits::BODY_MAX)?,
+                }])
+            }
+            A::AddNote {
+                note_id,
+                body: text,
+            } => {
+                let (ticket_id, subject) = self.open_for_content()?;
+                Ok(vec![E::NoteAdded {
+                    ticket_id,
+                    note_id: *note_id,
+                    pii: body(subject, "body", text, limits::NOTE_MAX)?,
+                }])
+            }
+            A::AttachFile {
+                file_id,
+                name,
+                content_type,
+                size,
+                sha256,
+            } => {
+                let (ticket_id, subject) = self.open_for_content()?;
+                let name = fields::line("name", name, limits::FILE_NAME_MAX)?;
+                Ok(vec![E::FileAttached {
+                    ticket_id,
+                    file_id: *file_id,
+                    content_type: fields::line(
+                        "content_type",
+                        content_type,
+                        limits::CONTENT_TYPE_MAX,
+                    )?,
+                    size: *size,
+                    sha256: fields::sha256_hex("sha256", sha256)?,
+                    pii: Pii::new(subject, FilePii { name }),
+                }])
+            }
+            A::ChangeTags { add, remove } => {
+                let (ticket_id, _) = self.open_for_content()?;
+                self.change_tags(ticket_id, add, remove)
+            }
+            A::AddVoiceMessage {
+                message_id,
+                duration_seconds,
+                file_sha256,
+            } => {
+                let (ticket_id, _) = self.open_for_content()?;
+                self.new_message_id(*message_id)?;
+                Ok(vec![E::VoiceMessageAdded {
+                    ticket_id,
+                    message_id: *message_id,
+                    duration_seconds: *duration_seconds,
+                    file_sha256: file_sha256
+                        .as_deref()
+                        .map(|sha| fields::sha256_hex("file_sha256", sha))
+                        .transpose()?,
+                }])
+            }
+            A::LogCall {
+                direction,
+                duration_seconds,
+            } => {
+                let (ticket_id, _) = self.open_for_content()?;
+                Ok(vec![E::CallLogged {
+                    ticket_id,
+                    direction: Direction::parse(direction)?,
+                    duration_seconds: *duration_seconds,
+                }])
+            }
+            A::AddChatMessage {
+                message_id,
+                body: text,
+            } => {
+                let (ticket_id, subject) = self.open_for_content()?;
+                self.new_message_id(*message_id)?;
+                Ok(vec![E::ChatMessageAdded {
+                    ticket_id,
+                    message_id: *message_id,
+                    pii: body(subject, "body", text, limits::BODY_MAX)?,
+                }])
+            }
+            A::Forward { to } => {
+                let (ticket_id, subject) = self.open_for_content()?;
+                Ok(vec![E::Forwarded {
+                    ticket_id,
+                    pii: Pii::new(
+                        subject,
+                        ForwardPii {
+                            to: fields::email("to", to)?,
+                        },
+                    ),
+                }])
+            }
+            A::Rate { rating, comment } => {
+                // Customers rate after closing, so only a merge stops it.
+                let (ticket_id, subject) = self.existing()?;
+                self.not_merged()?;
+                if !(1..=5).contains(rating) {
+                    return Err(TicketError::RatingOutOfRange { rating: *rating });
+                }
+                let comment =
+                    fields::optional_text("comment", comment.as_deref(), limits::COMMENT_MAX)?;
+                Ok(vec![E::Ranked {
+                    ticket_id,
+                    previous_rating: self.rating,
+                    rating: *rating,
+                    pii: Pii::new(subject, RatingPii { comment }),
+                }])
+            }
+            A::ChangePriority { to } => {
+                let (ticket_id, _) = self.open_for_content()?;
+                let to = Priority::parse(to)?;
+                if to == self.priority {
+                    return Err(TicketError::NoChange { field: "priority" });
+                }
+                Ok(vec![E::PriorityChanged {
+                    ticket_id,
+                    from: self.priority,
+                    to,
+                }])
+            }
+            A::AddSystemMessage { text } => {
+                // The system reports on merged and closed tickets too.
+                let (ticket_id, _) = self.existing()?;
+                Ok(vec![E::SystemMessageAdded {
+                    ticket_id,
+                    text: fields::text("text", text, limits::SYSTEM_TEXT_MAX)?,
+                }])
+            }
+            A::RecordOther {
+                action,
+                description,
+            } => {
+                let (ticket_id, _) = self.existing()?;
+                Ok(vec![E::Other {
+                    ticket_id,
+                    action: fields::line("action", action, limits::ACTION_NAME_MAX)?,
+                    description: fields::line("description", description, limits::DESCRIPTION_MAX)?,
+                }])
+            }
+        }
+    }
 }
 
 fn check_department(fact: DepartmentFact) -> Result<Uuid, TicketError> {
@@ -462,161 +661,12 @@ impl Aggregate for Ticket {
         use TicketEvent as E;
         match command {
             C::Create(create) => self.create(create),
-            C::ChangeStatus { to } => {
-                let (ticket_id, _) = self.existing()?;
-                self.not_merged()?;
-                let to = Status::parse(to)?;
-                if !self.status.can_become(to) {
-                    return Err(TicketError::InvalidTransition {
-                        from: self.status,
-                        to,
-                    });
-                }
-                Ok(vec![E::StatusChanged {
-                    ticket_id,
-                    from: self.status,
-                    to,
-                }])
-            }
-            C::AddPublicMessage {
-                message_id,
-                direction,
-                channel,
-                body: text,
-            } => {
-                let (ticket_id, subject) = self.open_for_content()?;
-                self.new_message_id(*message_id)?;
-                Ok(vec![E::MessageAdded {
-                    ticket_id,
-                    message_id: *message_id,
-                    direction: Direction::parse(direction)?,
-                    channel: Channel::parse(channel)?,
-                    pii: body(subject, "body", text, limits::BODY_MAX)?,
-                }])
-            }
-            C::AddInternalMessage {
-                message_id,
-                body: text,
-            } => {
-                let (ticket_id, subject) = self.open_for_content()?;
-                self.new_message_id(*message_id)?;
-                Ok(vec![E::InternalMessageAdded {
-                    ticket_id,
-                    message_id: *message_id,
-                    pii: body(subject, "body", text, limits::BODY_MAX)?,
-                }])
-            }
-            C::AddNote {
-                note_id,
-                body: text,
-            } => {
-                let (ticket_id, subject) = self.open_for_content()?;
-                Ok(vec![E::NoteAdded {
-                    ticket_id,
-                    note_id: *note_id,
-                    pii: body(subject, "body", text, limits::NOTE_MAX)?,
-                }])
-            }
-            C::AttachFile {
-                file_id,
-                name,
-                content_type,
-                size,
-                sha256,
-            } => {
-                let (ticket_id, subject) = self.open_for_content()?;
-                let name = fields::line("name", name, limits::FILE_NAME_MAX)?;
-                Ok(vec![E::FileAttached {
-                    ticket_id,
-                    file_id: *file_id,
-                    content_type: fields::line(
-                        "content_type",
-                        content_type,
-                        limits::CONTENT_TYPE_MAX,
-                    )?,
-                    size: *size,
-                    sha256: fields::sha256_hex("sha256", sha256)?,
-                    pii: Pii::new(subject, FilePii { name }),
-                }])
-            }
             C::Transfer {
                 to_agent,
                 to_department,
             } => {
                 let (ticket_id, _) = self.open_for_content()?;
                 self.transfer(ticket_id, *to_agent, *to_department)
-            }
-            C::ChangeTags { add, remove } => {
-                let (ticket_id, _) = self.open_for_content()?;
-                self.change_tags(ticket_id, add, remove)
-            }
-            C::AddVoiceMessage {
-                message_id,
-                duration_seconds,
-                file_sha256,
-            } => {
-                let (ticket_id, _) = self.open_for_content()?;
-                self.new_message_id(*message_id)?;
-                Ok(vec![E::VoiceMessageAdded {
-                    ticket_id,
-                    message_id: *message_id,
-                    duration_seconds: *duration_seconds,
-                    file_sha256: file_sha256
-                        .as_deref()
-                        .map(|sha| fields::sha256_hex("file_sha256", sha))
-                        .transpose()?,
-                }])
-            }
-            C::LogCall {
-                direction,
-                duration_seconds,
-            } => {
-                let (ticket_id, _) = self.open_for_content()?;
-                Ok(vec![E::CallLogged {
-                    ticket_id,
-                    direction: Direction::parse(direction)?,
-                    duration_seconds: *duration_seconds,
-                }])
-            }
-            C::AddChatMessage {
-                message_id,
-                body: text,
-            } => {
-                let (ticket_id, subject) = self.open_for_content()?;
-                self.new_message_id(*message_id)?;
-                Ok(vec![E::ChatMessageAdded {
-                    ticket_id,
-                    message_id: *message_id,
-                    pii: body(subject, "body", text, limits::BODY_MAX)?,
-                }])
-            }
-            C::Forward { to } => {
-                let (ticket_id, subject) = self.open_for_content()?;
-                Ok(vec![E::Forwarded {
-                    ticket_id,
-                    pii: Pii::new(
-                        subject,
-                        ForwardPii {
-                            to: fields::email("to", to)?,
-                        },
-                    ),
-                }])
-            }
-            C::Rate { rating, comment } => {
-                // Customers rate after closing, so only a merge stops it.
-                let (ticket_id, subject) = self.existing()?;
-                self.not_merged()?;
-                if !(1..=5).contains(rating) {
-                    return Err(TicketError::RatingOutOfRange { rating: *rating });
-                }
-                let comment =
-                    fields::optional_text("comment", comment.as_deref(), limits::COMMENT_MAX)?;
-                Ok(vec![E::Ranked {
-                    ticket_id,
-                    previous_rating: self.rating,
-                    rating: *rating,
-                    pii: Pii::new(subject, RatingPii { comment }),
-                }])
             }
             C::Split {
                 new_ticket_id,
@@ -647,37 +697,57 @@ impl Aggregate for Ticket {
                     previous_status: self.status,
                 }])
             }
-            C::ChangePriority { to } => {
-                let (ticket_id, _) = self.open_for_content()?;
-                let to = Priority::parse(to)?;
-                if to == self.priority {
-                    return Err(TicketError::NoChange { field: "priority" });
-                }
-                Ok(vec![E::PriorityChanged {
-                    ticket_id,
-                    from: self.priority,
-                    to,
-                }])
-            }
-            C::AddSystemMessage { text } => {
-                // The system reports on merged and closed tickets too.
-                let (ticket_id, _) = self.existing()?;
-                Ok(vec![E::SystemMessageAdded {
-                    ticket_id,
-                    text: fields::text("text", text, limits::SYSTEM_TEXT_MAX)?,
-                }])
-            }
-            C::RecordOther {
-                action,
-                description,
-            } => {
-                let (ticket_id, _) = self.existing()?;
-                Ok(vec![E::Other {
-                    ticket_id,
-                    action: fields::line("action", action, limits::ACTION_NAME_MAX)?,
-                    description: fields::line("description", description, limits::DESCRIPTION_MAX)?,
-                }])
-            }
+            C::Act(action) => self.act(action),
         }
+    }
+}
+
+impl TicketAction {
+    /// A message as a client asks for it: public by default (an `outbound`
+    /// reply through the ticket's channel), or with `internal` a message
+    /// between agents, which has neither a channel nor a direction.
+    pub fn message(
+        message_id: Uuid,
+        body: String,
+        internal: bool,
+        channel: Option<String>,
+        direction: Option<String>,
+    ) -> Result<Self, TicketError> {
+        if internal {
+            let field = match (&channel, &direction) {
+                (Some(_), _) => Some("channel"),
+                (None, Some(_)) => Some("direction"),
+                (None, None) => None,
+            };
+            return match field {
+                Some(field) => Err(TicketError::NotPublic { field }),
+                None => Ok(TicketAction::AddInternalMessage { message_id, body }),
+            };
+        }
+        Ok(TicketAction::AddPublicMessage {
+            message_id,
+            direction: direction.unwrap_or_else(|| Direction::Outbound.as_str().to_string()),
+            channel,
+            body,
+        })
+    }
+
+    /// The message, note or file the action adds, if it adds one.
+    pub fn item(&self) -> Option<Uuid> {
+        match self {
+            TicketAction::AddPublicMessage { message_id, .. }
+            | TicketAction::AddInternalMessage { message_id, .. }
+            | TicketAction::AddVoiceMessage { message_id, .. }
+            | TicketAction::AddChatMessage { message_id, .. } => Some(*message_id),
+            TicketAction::AddNote { note_id, .. } => Some(*note_id),
+            TicketAction::AttachFile { file_id, .. } => Some(*file_id),
+            _ => None,
+        }
+    }
+}
+
+impl From<TicketAction> for TicketCommand {
+    fn from(action: TicketAction) -> Self {
+        TicketCommand::Act(action)
     }
 }

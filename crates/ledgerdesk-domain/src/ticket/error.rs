@@ -41,6 +41,12 @@ pub enum TicketError {
         /// The field that would not change.
         field: &'static str,
     },
+    /// A channel or direction on a message between agents.
+    #[error("an internal message has no channel or direction")]
+    NotPublic {
+        /// `channel` or `direction`.
+        field: &'static str,
+    },
     /// A message id already used on this ticket.
     #[error("message_id {id} is already used on this ticket")]
     DuplicateMessage {
@@ -120,6 +126,7 @@ impl TicketError {
             TicketError::Merged { .. } => "ticket_merged",
             TicketError::InvalidTransition { .. } => "invalid_transition",
             TicketError::NoChange { .. } => "no_change",
+            TicketError::NotPublic { .. } => "not_public",
             TicketError::DuplicateMessage { .. } => "duplicate_id",
             TicketError::RatingOutOfRange { .. } => "rating_out_of_range",
             TicketError::TransferTargetMissing => "field_empty",
@@ -141,7 +148,7 @@ impl TicketError {
         match self {
             TicketError::Field(e) => Some(e.field()),
             TicketError::InvalidTransition { .. } => Some("status"),
-            TicketError::NoChange { field } => Some(field),
+            TicketError::NoChange { field } | TicketError::NotPublic { field } => Some(field),
             TicketError::DuplicateMessage { .. } => Some("message_id"),
             TicketError::RatingOutOfRange { .. } => Some("rating"),
             TicketError::AgentNotFound { .. } | TicketError::AgentInactive { .. } => {

@@ -3,8 +3,8 @@
 //!
 //! The ticket's data subject is its requester: every personal field of its
 //! events (subject line, bodies, file names, comments, addresses) is wrapped
-//! in a [`Pii`](crate::Pii) for the requester's subject id, which the state remembers from
-//! `ticket.created`.
+//! in a [`Pii`](crate::Pii) for the requester's subject id, which the state
+//! remembers from `ticket.created`.
 //!
 //! # Layout
 //!
@@ -12,7 +12,9 @@
 //!   [`STATUS_TRANSITIONS`], priority, direction, tags) and the facts a
 //!   command brings from outside the aggregate.
 //! - `aggregate`: the state [`Ticket`], what can be asked of it
-//!   ([`TicketCommand`]), and `decide` / `apply`.
+//!   ([`TicketCommand`]: create, transfer, split and merge, which bring facts
+//!   or touch two tickets, and the plain [`TicketAction`]s), and `decide` /
+//!   `apply`.
 //! - `events`: [`TicketEvent`], its personal data parts, the stored event
 //!   types and their upcasts.
 //! - `error`: [`TicketError`], the business refusals.
@@ -30,7 +32,7 @@ mod events;
 #[cfg(test)]
 mod tests;
 
-pub use aggregate::{Ticket, TicketCommand};
+pub use aggregate::{Ticket, TicketAction, TicketCommand};
 pub use error::TicketError;
 pub use events::{BodyPii, CreatedPii, FilePii, ForwardPii, RatingPii, TicketEvent, EVENT_TYPES};
 

@@ -3,6 +3,7 @@
 use super::*;
 use crate::testing::given;
 use crate::{Aggregate, DomainEvent, Pii};
+use TicketAction as A;
 use TicketCommand as C;
 use TicketEvent as E;
 
@@ -91,11 +92,11 @@ fn message(id: Uuid) -> TicketEvent {
     }
 }
 
-fn public(body: &str) -> TicketCommand {
-    C::AddPublicMessage {
+fn public(body: &str) -> TicketAction {
+    A::AddPublicMessage {
         message_id: M2,
         direction: "inbound".into(),
-        channel: "facebook".into(),
+        channel: Some("facebook".into()),
         body: body.into(),
     }
 }
@@ -123,47 +124,55 @@ fn field(error: FieldError) -> TicketError {
 /// Every command that adds content, for the closed/merged/missing rules.
 fn content_commands() -> Vec<TicketCommand> {
     vec![
-        public("hi"),
-        C::AddInternalMessage {
+        public("hi").into(),
+        A::AddInternalMessage {
             message_id: M2,
             body: "hi".into(),
-        },
-        C::AddNote {
+        }
+        .into(),
+        A::AddNote {
             note_id: M2,
             body: "hi".into(),
-        },
-        C::AttachFile {
+        }
+        .into(),
+        A::AttachFile {
             file_id: M2,
             name: "a.pdf".into(),
             content_type: "application/pdf".into(),
             size: 3,
             sha256: SHA.into(),
-        },
-        C::ChangeTags {
+        }
+        .into(),
+        A::ChangeTags {
             add: vec!["vip".into()],
             remove: vec![],
-        },
-        C::AddVoiceMessage {
+        }
+        .into(),
+        A::AddVoiceMessage {
             message_id: M2,
             duration_seconds: 3,
             file_sha256: None,
-        },
-        C::LogCall {
+        }
+        .into(),
+        A::LogCall {
             direction: "inbound".into(),
             duration_seconds: 3,
-        },
-        C::AddChatMessage {
+        }
+        .into(),
+        A::AddChatMessage {
             message_id: M2,
             body: "hi".into(),
-        },
-        C::Forward {
+        }
+        .into(),
+        A::Forward {
             to: "bob@example.com".into(),
-        },
+        }
+        .into(),
         C::Transfer {
             to_agent: Some(agent(true)),
             to_department: None,
         },
-        C::ChangePriority { to: "high".into() },
+        A::ChangePriority { to: "high".into() }.into(),
         C::Split {
             new_ticket_id: OTHER,
             message_ids: vec![M1],
@@ -285,21 +294,23 @@ fn create_on_existing_ticket_is_refused() {
 fn every_other_command_on_a_missing_ticket_is_refused() {
     let mut commands = content_commands();
     commands.extend([
-        C::ChangeStatus { to: "open".into() },
-        C::Rate {
+        A::ChangeStatus { to: "open".into() }.into(),
+        A::Rate {
             rating: 5,
             comment: None,
-        },
+        }
+        .into(),
         C::Merge {
             into: OTHER,
             into_is_merged: false,
             into_is_closed: false,
         },
-        C::AddSystemMessage { text: "x".into() },
-        C::RecordOther {
+        A::AddSystemMessage { text: "x".into() }.into(),
+        A::RecordOther {
             action: "a".into(),
             description: "d".into(),
-        },
+        }
+        .into(),
     ]);
     for command in commands {
         given::<Ticket>([])
@@ -329,13 +340,13 @@ fn content_on_a_merged_ticket_is_refused() {
 #[test]
 fn status_follows_the_transition_table() {
     let state = given::<Ticket>([created()])
-        .when(C::ChangeStatus { to: "open".into() })
+        .when(A::ChangeStatus { to: "open".into() })
         .then_events(vec![status(Status::New, Status::Open)]);
     assert_eq!(state.status, Status::Open);
     for &(from, to) in STATUS_TRANSITIONS {
         let history = vec![created(), status(Status::New, from)];
         given::<Ticket>(history)
-            .when(C::ChangeStatus {
+            .when(A::ChangeStatus {
                 to: to.as_str().into(),
             })
             .then_events(vec![status(from, to)]);
@@ -350,7 +361,7 @@ fn status_changes_outside_the_table_are_refused() {
                 continue;
             }
             given::<Ticket>([created(), status(Status::New, from)])
-                .when(C::ChangeStatus {
+                .when(A::ChangeStatus {
                     to: to.as_str().into(),
                 })
                 .then_error(TicketError::InvalidTransition { from, to });
@@ -370,21 +381,21 @@ fn status_changes_outside_the_table_are_refused() {
 #[test]
 fn closed_ticket_can_be_reopened_and_then_takes_messages() {
     let state = given::<Ticket>(closed())
-        .when(C::ChangeStatus { to: "open".into() })
+        .when(A::ChangeStatus { to: "open".into() })
         .then_events(vec![status(Status::Closed, Status::Open)]);
-    assert!(state.decide(&public("back")).is_ok());
+    assert!(state.decide(&public("back").into()).is_ok());
 }
 
 #[test]
 fn merged_ticket_status_cannot_change() {
     given::<Ticket>(merged())
-        .when(C::ChangeStatus { to: "open".into() })
+        .when(A::ChangeStatus { to: "open".into() })
         .then_error(TicketError::Merged { into: OTHER });
 }
 
 #[test]
 fn unknown_status_is_refused_naming_the_field() {
-    let error = given::<Ticket>([created()]).when(C::ChangeStatus { to: "done".into() });
+    let error = given::<Ticket>([created()]).when(A::ChangeStatus { to: "done".into() });
     error.then_error(field(FieldError::Unknown {
         field: "status",
         value: "done".into(),
@@ -418,10 +429,10 @@ fn public_message_refusals() {
             max: limits::BODY_MAX,
         }));
     given::<Ticket>([created()])
-        .when(C::AddPublicMessage {
+        .when(A::AddPublicMessage {
             message_id: M2,
             direction: "inbound".into(),
-            channel: "pigeon".into(),
+            channel: Some("pigeon".into()),
             body: "hi".into(),
         })
         .then_error(field(FieldError::Unknown {
@@ -430,10 +441,10 @@ fn public_message_refusals() {
             expected: Channel::WIRE_NAMES,
         }));
     given::<Ticket>([created()])
-        .when(C::AddPublicMessage {
+        .when(A::AddPublicMessage {
             message_id: M2,
             direction: "sideways".into(),
-            channel: "email".into(),
+            channel: Some("email".into()),
             body: "hi".into(),
         })
         .then_error(field(FieldError::Unknown {
@@ -442,10 +453,10 @@ fn public_message_refusals() {
             expected: Direction::WIRE_NAMES,
         }));
     given::<Ticket>([created()])
-        .when(C::AddPublicMessage {
+        .when(A::AddPublicMessage {
             message_id: M1,
             direction: "inbound".into(),
-            channel: "email".into(),
+            channel: Some("email".into()),
             body: "hi".into(),
         })
         .then_error(TicketError::DuplicateMessage { id: M1 });
@@ -454,7 +465,7 @@ fn public_message_refusals() {
 #[test]
 fn internal_message_note_and_chat() {
     let state = given::<Ticket>([created()])
-        .when(C::AddInternalMessage {
+        .when(A::AddInternalMessage {
             message_id: M2,
             body: "ask finance".into(),
         })
@@ -465,7 +476,7 @@ fn internal_message_note_and_chat() {
         }]);
     assert!(state.message_ids.contains(&M2));
     let state = given::<Ticket>([created()])
-        .when(C::AddNote {
+        .when(A::AddNote {
             note_id: M2,
             body: "call back".into(),
         })
@@ -476,7 +487,7 @@ fn internal_message_note_and_chat() {
         }]);
     assert!(!state.message_ids.contains(&M2), "notes are not messages");
     given::<Ticket>([created()])
-        .when(C::AddNote {
+        .when(A::AddNote {
             note_id: M2,
             body: "n".repeat(65_537),
         })
@@ -485,7 +496,7 @@ fn internal_message_note_and_chat() {
             max: limits::NOTE_MAX,
         }));
     let state = given::<Ticket>([created()])
-        .when(C::AddChatMessage {
+        .when(A::AddChatMessage {
             message_id: M2,
             body: "hello".into(),
         })
@@ -500,7 +511,7 @@ fn internal_message_note_and_chat() {
 #[test]
 fn file_attachment_validates_the_digest() {
     given::<Ticket>([created()])
-        .when(C::AttachFile {
+        .when(A::AttachFile {
             file_id: M2,
             name: " invoice.pdf ".into(),
             content_type: "application/pdf".into(),
@@ -522,13 +533,13 @@ fn file_attachment_validates_the_digest() {
         }]);
     let error = Ticket::default()
         .apply(&created())
-        .decide(&C::AttachFile {
+        .decide(&C::Act(A::AttachFile {
             file_id: M2,
             name: "a".into(),
             content_type: "text/plain".into(),
             size: 1,
             sha256: "abc".into(),
-        })
+        }))
         .unwrap_err();
     assert_eq!(
         (error.code(), error.field()),
@@ -536,13 +547,13 @@ fn file_attachment_validates_the_digest() {
     );
     let error = Ticket::default()
         .apply(&created())
-        .decide(&C::AttachFile {
+        .decide(&C::Act(A::AttachFile {
             file_id: M2,
             name: " ".into(),
             content_type: "text/plain".into(),
             size: 1,
             sha256: SHA.into(),
-        })
+        }))
         .unwrap_err();
     assert_eq!(error.field(), Some("name"));
 }
@@ -637,7 +648,7 @@ fn transfer_refusals() {
 #[test]
 fn tags_are_normalised_and_noop_changes_refused() {
     let state = given::<Ticket>([created()])
-        .when(C::ChangeTags {
+        .when(A::ChangeTags {
             add: vec![" Billing ".into(), "VIP".into(), "billing".into()],
             remove: vec!["absent".into()],
         })
@@ -656,7 +667,7 @@ fn tags_are_normalised_and_noop_changes_refused() {
         },
     ];
     let state = given::<Ticket>(tagged.clone())
-        .when(C::ChangeTags {
+        .when(A::ChangeTags {
             add: vec!["Second  Line".into()],
             remove: vec!["VIP".into()],
         })
@@ -667,13 +678,13 @@ fn tags_are_normalised_and_noop_changes_refused() {
         }]);
     assert_eq!(state.tags.iter().collect::<Vec<_>>(), ["second-line"]);
     given::<Ticket>(tagged.clone())
-        .when(C::ChangeTags {
+        .when(A::ChangeTags {
             add: vec!["vip".into()],
             remove: vec![],
         })
         .then_error(TicketError::NoChange { field: "tags" });
     given::<Ticket>(tagged)
-        .when(C::ChangeTags {
+        .when(A::ChangeTags {
             add: vec![],
             remove: vec!["absent".into()],
         })
@@ -687,7 +698,7 @@ fn tags_are_normalised_and_noop_changes_refused() {
             removed: vec![],
         },
     ])
-    .when(C::ChangeTags {
+    .when(A::ChangeTags {
         add: vec!["one-more".into()],
         remove: vec![],
     })
@@ -700,7 +711,7 @@ fn tags_are_normalised_and_noop_changes_refused() {
 #[test]
 fn voice_message_and_call() {
     let state = given::<Ticket>([created()])
-        .when(C::AddVoiceMessage {
+        .when(A::AddVoiceMessage {
             message_id: M2,
             duration_seconds: 42,
             file_sha256: Some(SHA.into()),
@@ -713,7 +724,7 @@ fn voice_message_and_call() {
         }]);
     assert!(state.message_ids.contains(&M2));
     given::<Ticket>([created()])
-        .when(C::AddVoiceMessage {
+        .when(A::AddVoiceMessage {
             message_id: M2,
             duration_seconds: 42,
             file_sha256: Some("zz".into()),
@@ -723,7 +734,7 @@ fn voice_message_and_call() {
             problem: "must be 64 hexadecimal characters (a SHA-256 digest)",
         }));
     given::<Ticket>([created()])
-        .when(C::LogCall {
+        .when(A::LogCall {
             direction: "outbound".into(),
             duration_seconds: 90,
         })
@@ -737,7 +748,7 @@ fn voice_message_and_call() {
 #[test]
 fn forward_needs_an_email_address() {
     given::<Ticket>([created()])
-        .when(C::Forward {
+        .when(A::Forward {
             to: "finance@example.com".into(),
         })
         .then_events(vec![E::Forwarded {
@@ -750,7 +761,7 @@ fn forward_needs_an_email_address() {
             ),
         }]);
     given::<Ticket>([created()])
-        .when(C::Forward {
+        .when(A::Forward {
             to: "finance".into(),
         })
         .then_error(field(FieldError::Malformed {
@@ -773,14 +784,14 @@ fn rating_is_one_to_five_and_allowed_after_closing() {
         ),
     };
     let state = given::<Ticket>(closed())
-        .when(C::Rate {
+        .when(A::Rate {
             rating: 4,
             comment: Some("quick".into()),
         })
         .then_events(vec![ranked.clone()]);
     assert_eq!(state.rating, Some(4));
     given::<Ticket>(vec![created(), ranked])
-        .when(C::Rate {
+        .when(A::Rate {
             rating: 5,
             comment: Some("  ".into()),
         })
@@ -792,14 +803,14 @@ fn rating_is_one_to_five_and_allowed_after_closing() {
         }]);
     for rating in [0, 6, 255] {
         given::<Ticket>([created()])
-            .when(C::Rate {
+            .when(A::Rate {
                 rating,
                 comment: None,
             })
             .then_error(TicketError::RatingOutOfRange { rating });
     }
     given::<Ticket>(merged())
-        .when(C::Rate {
+        .when(A::Rate {
             rating: 3,
             comment: None,
         })
@@ -875,7 +886,7 @@ fn merge_refusals() {
 #[test]
 fn priority_changes_carry_from_and_to() {
     let state = given::<Ticket>([created()])
-        .when(C::ChangePriority { to: "high".into() })
+        .when(A::ChangePriority { to: "high".into() })
         .then_events(vec![E::PriorityChanged {
             ticket_id: T,
             from: Priority::Normal,
@@ -883,7 +894,7 @@ fn priority_changes_carry_from_and_to() {
         }]);
     assert_eq!(state.priority, Priority::High);
     given::<Ticket>([created()])
-        .when(C::ChangePriority {
+        .when(A::ChangePriority {
             to: "normal".into(),
         })
         .then_error(TicketError::NoChange { field: "priority" });
@@ -892,7 +903,7 @@ fn priority_changes_carry_from_and_to() {
 #[test]
 fn system_messages_are_allowed_on_merged_tickets() {
     given::<Ticket>(merged())
-        .when(C::AddSystemMessage {
+        .when(A::AddSystemMessage {
             text: "Merged into another ticket".into(),
         })
         .then_events(vec![E::SystemMessageAdded {
@@ -900,14 +911,14 @@ fn system_messages_are_allowed_on_merged_tickets() {
             text: "Merged into another ticket".into(),
         }]);
     given::<Ticket>([created()])
-        .when(C::AddSystemMessage { text: "".into() })
+        .when(A::AddSystemMessage { text: "".into() })
         .then_error(field(FieldError::Empty { field: "text" }));
 }
 
 #[test]
 fn other_actions_are_validated() {
     given::<Ticket>([created()])
-        .when(C::RecordOther {
+        .when(A::RecordOther {
             action: " crm.sync ".into(),
             description: "Synced to CRM".into(),
         })
@@ -917,13 +928,13 @@ fn other_actions_are_validated() {
             description: "Synced to CRM".into(),
         }]);
     given::<Ticket>([created()])
-        .when(C::RecordOther {
+        .when(A::RecordOther {
             action: "".into(),
             description: "d".into(),
         })
         .then_error(field(FieldError::Empty { field: "action" }));
     given::<Ticket>([created()])
-        .when(C::RecordOther {
+        .when(A::RecordOther {
             action: "a".into(),
             description: "d".repeat(1_001),
         })
@@ -979,4 +990,50 @@ fn payload_keeps_pii_under_one_key() {
         panic!("wrong variant")
     };
     assert_eq!(pii.data.body, crate::pii::ERASED);
+}
+
+#[test]
+fn a_message_is_a_reply_through_the_tickets_channel_unless_it_says_otherwise() {
+    let mut by_chat = created();
+    if let E::Created { channel, .. } = &mut by_chat {
+        *channel = Channel::Chat;
+    }
+    let reply = TicketAction::message(M2, "hi".into(), false, None, None).unwrap();
+    given::<Ticket>([by_chat])
+        .when(reply)
+        .then_events(vec![E::MessageAdded {
+            ticket_id: T,
+            message_id: M2,
+            direction: Direction::Outbound,
+            channel: Channel::Chat,
+            pii: body_pii("hi"),
+        }]);
+}
+
+#[test]
+fn an_internal_message_with_a_channel_or_direction_is_refused() {
+    let refused = |channel: Option<&str>, direction: Option<&str>| {
+        TicketAction::message(
+            M2,
+            "hi".into(),
+            true,
+            channel.map(Into::into),
+            direction.map(Into::into),
+        )
+        .unwrap_err()
+    };
+    let error = refused(Some("email"), Some("inbound"));
+    assert_eq!(
+        (error.code(), error.field()),
+        ("not_public", Some("channel"))
+    );
+    let error = refused(None, Some("inbound"));
+    assert_eq!(error.field(), Some("direction"));
+    assert_eq!(
+        TicketAction::message(M2, "hi".into(), true, None, None).unwrap(),
+        A::AddInternalMessage {
+            message_id: M2,
+            body: "hi".into()
+        }
+    );
 }
