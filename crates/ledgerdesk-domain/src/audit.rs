@@ -11,7 +11,6 @@ use uuid::Uuid;
 use crate::catalogue::{self as c, Action};
 use crate::department::DepartmentEvent;
 use crate::settings::SettingsEvent;
-use crate::ticket::{Channel, Direction, Status, TicketEvent};
 use crate::user::{FieldChange, UserEvent};
 use crate::AnyEvent;
 
@@ -51,7 +50,7 @@ impl Audit {
 }
 
 impl Change {
-    fn new(field: &str, before: Option<Value>, after: Option<Value>) -> Self {
+    pub(crate) fn new(field: &str, before: Option<Value>, after: Option<Value>) -> Self {
         Change {
             field: field.to_string(),
             before,
@@ -59,16 +58,16 @@ impl Change {
         }
     }
 
-    fn set(field: &str, after: impl Into<Value>) -> Self {
+    pub(crate) fn set(field: &str, after: impl Into<Value>) -> Self {
         Change::new(field, None, Some(after.into()))
     }
 
-    fn from_to(field: &str, before: impl Into<Value>, after: impl Into<Value>) -> Self {
+    pub(crate) fn from_to(field: &str, before: impl Into<Value>, after: impl Into<Value>) -> Self {
         Change::new(field, Some(before.into()), Some(after.into()))
     }
 }
 
-fn opt(id: Option<Uuid>) -> Option<Value> {
+pub(crate) fn opt(id: Option<Uuid>) -> Option<Value> {
     id.map(|id| json!(id))
 }
 
@@ -80,7 +79,7 @@ impl AnyEvent {
     /// The audit line of this event.
     pub fn audit(&self) -> Audit {
         match self {
-            AnyEvent::Ticket(e) => ticket(e),
+            AnyEvent::Ticket(e) => e.audit(),
             AnyEvent::User(e) => user(e),
             AnyEvent::Department(e) => department(e),
             AnyEvent::Settings(e) => settings(e),
@@ -88,39 +87,7 @@ impl AnyEvent {
     }
 }
 
-/// How a channel reads in a sentence ("by email", "by Facebook").
-fn by(channel: Channel) -> &'static str {
-    match channel {
-        Channel::Email => "by email",
-        Channel::Chat => "by chat",
-        Channel::Call => "by phone",
-        Channel::Facebook => "on Facebook",
-        Channel::Twitter => "on Twitter",
-        Channel::Weibo => "on Weibo",
-        Channel::Tencent => "on Tencent",
-        Channel::OfflineForm => "through the offline form",
-        Channel::KnowledgeBase => "through the knowledge base",
-        Channel::Web => "through the web portal",
-        Channel::Api => "through the API",
-    }
-}
-
-/// A public message through these channels is its own action.
-fn message_action(channel: Channel) -> &'static Action {
-    match channel {
-        Channel::Facebook => &c::TICKET_FACEBOOK,
-        Channel::Twitter => &c::TICKET_TWEET,
-        Channel::Weibo => &c::TICKET_WEIBO,
-        Channel::Tencent => &c::TICKET_TENCENT,
-        Channel::KnowledgeBase => &c::TICKET_KNOWLEDGEBASE,
-        Channel::OfflineForm => &c::TICKET_OFFLINE,
-        Channel::Email | Channel::Chat | Channel::Call | Channel::Web | Channel::Api => {
-            &c::TICKET_MESSAGE
-        }
-    }
-}
-
-fn plural(n: usize, one: &str, many: &str) -> String {
+pub(crate) fn plural(n: usize, one: &str, many: &str) -> String {
     if n == 1 {
         format!("{n} {one}")
     } else {
@@ -128,261 +95,8 @@ fn plural(n: usize, one: &str, many: &str) -> String {
     }
 }
 
-fn ticket(event: &TicketEvent) -> Audit {
-    use TicketEvent as E;
-    let (action, description, changes): (&'static Action, String, Vec<Change>) = match event {
-        E::Created {
-            channel,
-            priority,
-            department,
-            tags,
-            split_from,
-            ..
-        } => {
-            let mut description =
-                format!("Ticket created {} with {priority} priority", by(*channel));
-            let mut changes = vec![
-                Change::set("status", Status::New.as_str()),
-                Change::set("channel", channel.as_str()),
-                Change::set("priority", priority.as_str()),
-            ];
-            if let Some(department) = department {
-                changes.push(Change::set("department", json!(department)));
-            }
-            changes.extend(tags.iter().map(|tag| Change::set("tags", tag.as_str())));
-            if let Some(source) = split_from {
-                description.push_str(&format!(", split from ticket {source}"));
-                changes.push(Change::set("split_from", json!(source)));
-            }
-            (&c::TICKET_CREATED, description, changes)
-        }
-        E::StatusChanged { from, to, .. } => {
-            let reopened = *to == Status::Open && matches!(from, Status::Resolved | Status::Closed);
-            let description = if reopened {
-                format!("Ticket reopened: status changed from {from} to {to}")
-            } else {
-                format!("Status changed from {from} to {to}")
-            };
-            (
-                &c::TICKET_STATUS,
-                description,
-                vec![Change::from_to("status", from.as_str(), to.as_str())],
-            )
-        }
-        E::MessageAdded {
-            message_id,
-            direction,
-            channel,
-            ..
-        } => {
-            let description = match direction {
-                Direction::Inbound => format!("Message from the customer {}", by(*channel)),
-                Direction::Outbound => format!("Replied to the customer {}", by(*channel)),
-            };
-            (
-                message_action(*channel),
-                description,
-                vec![Change::set("message_id", json!(message_id))],
-            )
-        }
-        E::InternalMessageAdded { message_id, .. } => (
-            &c::TICKET_INTERNAL_MESSAGE,
-            "Internal message between agents".to_string(),
-            vec![Change::set("message_id", json!(message_id))],
-        ),
-        E::NoteAdded { note_id, .. } => (
-            &c::TICKET_NOTE,
-            "Note added".to_string(),
-            vec![Change::set("note_id", json!(note_id))],
-        ),
-        E::FileAttached {
-            file_id,
-            content_type,
-            size,
-            ..
-        } => (
-            &c::TICKET_FILE,
-            format!(
-                "File attached ({content_type}, {})",
-                plural(*size as usize, "byte", "bytes")
-            ),
-            vec![Change::set("file_id", json!(file_id))],
-        ),
-        E::Transferred {
-            from_agent,
-            to_agent,
-            from_department,
-            to_department,
-            ..
-        } => {
-            let mut parts = Vec::new();
-            let mut changes = Vec::new();
-            if from_agent != to_agent {
-                parts.push(match to_agent {
-                    Some(agent) => format!("to agent {agent}"),
-                    None => "to no agent".to_string(),
-                });
-                changes.push(Change::new("agent", opt(*from_agent), opt(*to_agent)));
-            }
-            if from_department != to_department {
-                parts.push(match to_department {
-                    Some(department) => format!("to department {department}"),
-                    None => "to no department".to_string(),
-                });
-                changes.push(Change::new(
-                    "department",
-                    opt(*from_department),
-                    opt(*to_department),
-                ));
-            }
-            let description = if parts.is_empty() {
-                "Transferred".to_string()
-            } else {
-                format!("Transferred {}", parts.join(" and "))
-            };
-            (&c::TICKET_TRANSFER, description, changes)
-        }
-        E::TagsChanged { added, removed, .. } => {
-            let mut parts = Vec::new();
-            if !added.is_empty() {
-                parts.push(format!("added {}", added.join(", ")));
-            }
-            if !removed.is_empty() {
-                parts.push(format!("removed {}", removed.join(", ")));
-            }
-            let changes = added
-                .iter()
-                .map(|tag| Change::set("tags", tag.as_str()))
-                .chain(
-                    removed
-                        .iter()
-                        .map(|tag| Change::new("tags", Some(json!(tag)), None)),
-                )
-                .collect();
-            (
-                &c::TICKET_TAGS_CHANGED,
-                format!("Tags changed: {}", parts.join(", ")),
-                changes,
-            )
-        }
-        E::VoiceMessageAdded {
-            message_id,
-            duration_seconds,
-            ..
-        } => (
-            &c::TICKET_VOICE_MESSAGE,
-            format!(
-                "Voice message of {}",
-                plural(*duration_seconds as usize, "second", "seconds")
-            ),
-            vec![Change::set("message_id", json!(message_id))],
-        ),
-        E::CallLogged {
-            direction,
-            duration_seconds,
-            ..
-        } => {
-            let kind = match direction {
-                Direction::Inbound => "Inbound",
-                Direction::Outbound => "Outbound",
-            };
-            (
-                &c::TICKET_CALL,
-                format!(
-                    "{kind} call of {}",
-                    plural(*duration_seconds as usize, "second", "seconds")
-                ),
-                Vec::new(),
-            )
-        }
-        E::ChatMessageAdded { message_id, .. } => (
-            &c::TICKET_CHAT,
-            "Chat message".to_string(),
-            vec![Change::set("message_id", json!(message_id))],
-        ),
-        E::Forwarded { .. } => (
-            &c::TICKET_FORWARD,
-            "Ticket forwarded by email".to_string(),
-            Vec::new(),
-        ),
-        E::Ranked {
-            previous_rating,
-            rating,
-            pii,
-            ..
-        } => {
-            let comment = if pii.data.comment.is_some() {
-                " with a comment"
-            } else {
-                ""
-            };
-            (
-                &c::TICKET_RANKING,
-                format!("Customer rated the ticket {rating} of 5{comment}"),
-                vec![Change::new(
-                    "rating",
-                    previous_rating.map(|r| json!(r)),
-                    Some(json!(rating)),
-                )],
-            )
-        }
-        E::Split {
-            split_into,
-            message_ids,
-            ..
-        } => (
-            &c::TICKET_SPLIT,
-            format!(
-                "Split {} into ticket {split_into}",
-                plural(message_ids.len(), "message", "messages")
-            ),
-            vec![
-                Change::set("split_into", json!(split_into)),
-                Change::new("message_ids", Some(json!(message_ids)), None),
-            ],
-        ),
-        E::Merged {
-            into,
-            previous_status,
-            ..
-        } => (
-            &c::TICKET_MERGE,
-            format!("Merged into ticket {into}"),
-            vec![
-                Change::set("merged_into", json!(into)),
-                Change::from_to("status", previous_status.as_str(), Status::Closed.as_str()),
-            ],
-        ),
-        E::PriorityChanged { from, to, .. } => (
-            &c::TICKET_PRIORITY,
-            format!("Priority changed from {from} to {to}"),
-            vec![Change::from_to("priority", from.as_str(), to.as_str())],
-        ),
-        E::SystemMessageAdded { text, .. } => (
-            &c::TICKET_SYSTEM_MESSAGE,
-            format!("System message: {}", one_line(text)),
-            Vec::new(),
-        ),
-        E::Other {
-            action,
-            description,
-            ..
-        } => (
-            &c::TICKET_OTHER,
-            format!("{}: {}", one_line(action), one_line(description)),
-            Vec::new(),
-        ),
-    };
-    Audit {
-        action,
-        description,
-        ticket_id: Some(event.ticket_id()),
-        changes,
-    }
-}
-
 /// Audit lines are single lines whatever the input.
-fn one_line(text: &str) -> String {
+pub(crate) fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
@@ -591,7 +305,7 @@ fn settings(event: &SettingsEvent) -> Audit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ticket::{BodyPii, Priority};
+    use crate::ticket::{BodyPii, Channel, Direction, Priority, Status, TicketEvent};
     use crate::user::Role;
     use crate::Pii;
 

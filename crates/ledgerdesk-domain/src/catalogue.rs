@@ -16,18 +16,47 @@ pub struct Action {
     pub summary: &'static str,
 }
 
+/// Declares actions, one constant each, and `$list`, all of them in order.
 macro_rules! actions {
-    ($( $name:ident = $code:literal, $label:literal, $summary:literal; )+) => {
+    ($list:ident: $( $name:ident = $code:literal, $label:literal, $summary:literal; )+) => {
         $(
             #[doc = concat!("`", $code, "`: ", $label, ".")]
-            pub const $name: Action = Action { code: $code, label: $label, summary: $summary };
+            pub const $name: $crate::catalogue::Action = $crate::catalogue::Action {
+                code: $code,
+                label: $label,
+                summary: $summary,
+            };
         )+
-        /// The whole catalogue.
-        pub const ACTIONS: &[Action] = &[$($name),+];
+        pub(crate) const $list: &[$crate::catalogue::Action] = &[$($name),+];
     };
 }
+pub(crate) use actions;
+
+/// The whole catalogue: users, then tickets (declared with their events in
+/// [`crate::ticket`]), then departments and settings.
+pub const ACTIONS: &[Action] = &all::<{ USERS.len() + TICKETS.len() + OTHERS.len() }>();
+
+const fn all<const N: usize>() -> [Action; N] {
+    let parts = [USERS, TICKETS, OTHERS];
+    let mut all = [USERS[0]; N];
+    let (mut n, mut p) = (0, 0);
+    while p < parts.len() {
+        let mut i = 0;
+        while i < parts[p].len() {
+            all[n] = parts[p][i];
+            n += 1;
+            i += 1;
+        }
+        p += 1;
+    }
+    all
+}
+
+use crate::ticket::actions::ACTIONS as TICKETS;
+pub use crate::ticket::actions::*;
 
 actions! {
+    USERS:
     USER_CREATED = "user.created", "User – Created", "A user account was created.";
     USER_UPDATED = "user.updated", "User – Updated", "A user's name, role or department changed, or the user was deactivated or reactivated.";
     USER_LOGGED_IN = "user.logged_in", "User – Logged In", "A user logged in.";
@@ -40,30 +69,10 @@ actions! {
     AUDIT_SEARCHED = "user.audit_searched", "Audit – Searched", "A user searched the audit log or followed it live.";
     AUDIT_EXPORTED = "user.audit_exported", "Audit – Exported", "A user exported the audit log as CSV or NDJSON.";
     PERSONAL_DATA_ERASED = "user.personal_data_erased", "Privacy – Personal data erased", "A data subject's personal data was erased (its key destroyed).";
-    TICKET_CREATED = "ticket.created", "Ticket – Created", "A ticket was opened.";
-    TICKET_STATUS = "ticket.status_changed", "Ticket – Status", "A ticket's status changed (including reopening).";
-    TICKET_MESSAGE = "ticket.message_added", "Ticket – Message", "A customer's message or a reply to the customer.";
-    TICKET_FACEBOOK = "ticket.facebook", "Ticket – Facebook", "A public message through Facebook.";
-    TICKET_TWEET = "ticket.tweet", "Ticket – Tweet", "A public message through Twitter.";
-    TICKET_WEIBO = "ticket.weibo", "Ticket – Weibo", "A public message through Weibo.";
-    TICKET_TENCENT = "ticket.tencent", "Ticket – Tencent", "A public message through Tencent.";
-    TICKET_KNOWLEDGEBASE = "ticket.knowledgebase", "Ticket – Knowledgebase", "A public message through the knowledge base.";
-    TICKET_OFFLINE = "ticket.offline", "Ticket – Offline", "A public message through the offline form.";
-    TICKET_INTERNAL_MESSAGE = "ticket.internal_message_added", "Ticket – Internal Message", "A message between agents.";
-    TICKET_NOTE = "ticket.note_added", "Ticket – Note", "A note on a ticket.";
-    TICKET_FILE = "ticket.file_attached", "Ticket – File", "A file was attached.";
-    TICKET_TRANSFER = "ticket.transferred", "Ticket – Transfer", "A ticket moved to another agent or department.";
-    TICKET_TAGS_CHANGED = "ticket.tags_changed", "Ticket – Tags changed", "Tags were added or removed.";
-    TICKET_VOICE_MESSAGE = "ticket.voice_message_added", "Ticket – Voice message", "A voice message.";
-    TICKET_CALL = "ticket.call_logged", "Ticket – Call", "A phone call was logged.";
-    TICKET_CHAT = "ticket.chat_message_added", "Ticket – Chat", "A chat message or transcript.";
-    TICKET_FORWARD = "ticket.forwarded", "Ticket – Forward", "A ticket was forwarded to an address.";
-    TICKET_RANKING = "ticket.ranked", "Ticket – Ranking", "The customer rated the ticket.";
-    TICKET_SPLIT = "ticket.split", "Ticket – Split", "Messages were moved into a new ticket.";
-    TICKET_MERGE = "ticket.merged", "Ticket – Merge", "A ticket was merged into another.";
-    TICKET_PRIORITY = "ticket.priority_changed", "Ticket – Priority", "A ticket's priority changed.";
-    TICKET_SYSTEM_MESSAGE = "ticket.system_message_added", "Ticket – System message", "A message produced by the system.";
-    TICKET_OTHER = "ticket.other", "Ticket – Other", "An integration's own action on a ticket.";
+}
+
+actions! {
+    OTHERS:
     DEPARTMENT_CREATED = "department.created", "Department – Created", "A department was created.";
     DEPARTMENT_RENAMED = "department.renamed", "Department – Renamed", "A department was renamed.";
     DEPARTMENT_DEACTIVATED = "department.deactivated", "Department – Deactivated", "A department stopped taking tickets.";

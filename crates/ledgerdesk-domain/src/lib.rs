@@ -15,7 +15,8 @@
 //!   stream type.
 //! - [`catalogue`] lists every audit action (code, label, summary) and
 //!   [`audit`] turns any event into an [`Audit`] line with before/after
-//!   [`Change`]s.
+//!   [`Change`]s. A ticket event's action and audit line are declared with
+//!   the event, in `ticket/events.rs`, so a new ticket event is one file.
 //! - [`pii`]: personal data sits in [`Pii`] under the payload key `"pii"`, so
 //!   it can be encrypted or erased per data subject.
 //! - [`fields`]: limits and field validation shared by the aggregates.

@@ -360,14 +360,9 @@ pub fn item_of(e: &Event, ev: &TicketEvent) -> Option<ItemRow> {
             item.sha256 = Some(sha256.clone());
             ("file", acting)
         }
-        E::StatusChanged { .. }
-        | E::Transferred { .. }
-        | E::TagsChanged { .. }
-        | E::Ranked { .. }
-        | E::Split { .. }
-        | E::Merged { .. }
-        | E::PriorityChanged { .. }
-        | E::Other { .. } => return None,
+        // Changes to the ticket's fields are not part of its thread; a
+        // new kind of ticket event needs nothing here unless it adds one.
+        _ => return None,
     };
     item.kind = kind.to_owned();
     item.author_kind = author_kind.to_owned();

@@ -1,12 +1,51 @@
 //! What happens to a ticket: [`TicketEvent`], the personal data parts of
-//! its payloads, and the stored event types with their upcasts.
+//! its payloads, the stored event types with their upcasts, and how each
+//! event reads in the audit view and history: its catalogue action
+//! ([`actions`]) and its audit line ([`TicketEvent::audit`]).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use serde_json::json;
+
+use self::actions as c;
 use super::{Channel, Direction, Priority, Status};
+use crate::audit::{one_line, opt, plural, Audit, Change};
+use crate::catalogue::Action;
 use crate::{codec, DecodeError, DomainEvent, Pii};
+
+/// The audit actions of tickets, labelled the way helpdesk audit logs name
+/// them; part of [`crate::catalogue::ACTIONS`].
+pub mod actions {
+    crate::catalogue::actions! {
+        ACTIONS:
+        TICKET_CREATED = "ticket.created", "Ticket – Created", "A ticket was opened.";
+        TICKET_STATUS = "ticket.status_changed", "Ticket – Status", "A ticket's status changed (including reopening).";
+        TICKET_MESSAGE = "ticket.message_added", "Ticket – Message", "A customer's message or a reply to the customer.";
+        TICKET_FACEBOOK = "ticket.facebook", "Ticket – Facebook", "A public message through Facebook.";
+        TICKET_TWEET = "ticket.tweet", "Ticket – Tweet", "A public message through Twitter.";
+        TICKET_WEIBO = "ticket.weibo", "Ticket – Weibo", "A public message through Weibo.";
+        TICKET_TENCENT = "ticket.tencent", "Ticket – Tencent", "A public message through Tencent.";
+        TICKET_KNOWLEDGEBASE = "ticket.knowledgebase", "Ticket – Knowledgebase", "A public message through the knowledge base.";
+        TICKET_OFFLINE = "ticket.offline", "Ticket – Offline", "A public message through the offline form.";
+        TICKET_INTERNAL_MESSAGE = "ticket.internal_message_added", "Ticket – Internal Message", "A message between agents.";
+        TICKET_NOTE = "ticket.note_added", "Ticket – Note", "A note on a ticket.";
+        TICKET_FILE = "ticket.file_attached", "Ticket – File", "A file was attached.";
+        TICKET_TRANSFER = "ticket.transferred", "Ticket – Transfer", "A ticket moved to another agent or department.";
+        TICKET_TAGS_CHANGED = "ticket.tags_changed", "Ticket – Tags changed", "Tags were added or removed.";
+        TICKET_VOICE_MESSAGE = "ticket.voice_message_added", "Ticket – Voice message", "A voice message.";
+        TICKET_CALL = "ticket.call_logged", "Ticket – Call", "A phone call was logged.";
+        TICKET_CHAT = "ticket.chat_message_added", "Ticket – Chat", "A chat message or transcript.";
+        TICKET_FORWARD = "ticket.forwarded", "Ticket – Forward", "A ticket was forwarded to an address.";
+        TICKET_RANKING = "ticket.ranked", "Ticket – Ranking", "The customer rated the ticket.";
+        TICKET_SPLIT = "ticket.split", "Ticket – Split", "Messages were moved into a new ticket.";
+        TICKET_MERGE = "ticket.merged", "Ticket – Merge", "A ticket was merged into another.";
+        TICKET_PRIORITY = "ticket.priority_changed", "Ticket – Priority", "A ticket's priority changed.";
+        TICKET_SYSTEM_MESSAGE = "ticket.system_message_added", "Ticket – System message", "A message produced by the system.";
+        TICKET_OTHER = "ticket.other", "Ticket – Other", "An integration's own action on a ticket.";
+    }
+}
 
 /// Personal data of `ticket.created`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -360,4 +399,294 @@ fn with_default(payload: &Value, key: &str, value: Value) -> Value {
         map.entry(key).or_insert(value);
     }
     payload
+}
+
+/// How a channel reads in a sentence ("by email", "by Facebook").
+fn by(channel: Channel) -> &'static str {
+    match channel {
+        Channel::Email => "by email",
+        Channel::Chat => "by chat",
+        Channel::Call => "by phone",
+        Channel::Facebook => "on Facebook",
+        Channel::Twitter => "on Twitter",
+        Channel::Weibo => "on Weibo",
+        Channel::Tencent => "on Tencent",
+        Channel::OfflineForm => "through the offline form",
+        Channel::KnowledgeBase => "through the knowledge base",
+        Channel::Web => "through the web portal",
+        Channel::Api => "through the API",
+    }
+}
+
+/// A public message through these channels is its own action.
+fn message_action(channel: Channel) -> &'static Action {
+    match channel {
+        Channel::Facebook => &c::TICKET_FACEBOOK,
+        Channel::Twitter => &c::TICKET_TWEET,
+        Channel::Weibo => &c::TICKET_WEIBO,
+        Channel::Tencent => &c::TICKET_TENCENT,
+        Channel::KnowledgeBase => &c::TICKET_KNOWLEDGEBASE,
+        Channel::OfflineForm => &c::TICKET_OFFLINE,
+        Channel::Email | Channel::Chat | Channel::Call | Channel::Web | Channel::Api => {
+            &c::TICKET_MESSAGE
+        }
+    }
+}
+
+impl TicketEvent {
+    /// The audit line of this event.
+    pub fn audit(&self) -> Audit {
+        let event = self;
+        use TicketEvent as E;
+        let (action, description, changes): (&'static Action, String, Vec<Change>) = match event {
+            E::Created {
+                channel,
+                priority,
+                department,
+                tags,
+                split_from,
+                ..
+            } => {
+                let mut description =
+                    format!("Ticket created {} with {priority} priority", by(*channel));
+                let mut changes = vec![
+                    Change::set("status", Status::New.as_str()),
+                    Change::set("channel", channel.as_str()),
+                    Change::set("priority", priority.as_str()),
+                ];
+                if let Some(department) = department {
+                    changes.push(Change::set("department", json!(department)));
+                }
+                changes.extend(tags.iter().map(|tag| Change::set("tags", tag.as_str())));
+                if let Some(source) = split_from {
+                    description.push_str(&format!(", split from ticket {source}"));
+                    changes.push(Change::set("split_from", json!(source)));
+                }
+                (&c::TICKET_CREATED, description, changes)
+            }
+            E::StatusChanged { from, to, .. } => {
+                let reopened =
+                    *to == Status::Open && matches!(from, Status::Resolved | Status::Closed);
+                let description = if reopened {
+                    format!("Ticket reopened: status changed from {from} to {to}")
+                } else {
+                    format!("Status changed from {from} to {to}")
+                };
+                (
+                    &c::TICKET_STATUS,
+                    description,
+                    vec![Change::from_to("status", from.as_str(), to.as_str())],
+                )
+            }
+            E::MessageAdded {
+                message_id,
+                direction,
+                channel,
+                ..
+            } => {
+                let description = match direction {
+                    Direction::Inbound => format!("Message from the customer {}", by(*channel)),
+                    Direction::Outbound => format!("Replied to the customer {}", by(*channel)),
+                };
+                (
+                    message_action(*channel),
+                    description,
+                    vec![Change::set("message_id", json!(message_id))],
+                )
+            }
+            E::InternalMessageAdded { message_id, .. } => (
+                &c::TICKET_INTERNAL_MESSAGE,
+                "Internal message between agents".to_string(),
+                vec![Change::set("message_id", json!(message_id))],
+            ),
+            E::NoteAdded { note_id, .. } => (
+                &c::TICKET_NOTE,
+                "Note added".to_string(),
+                vec![Change::set("note_id", json!(note_id))],
+            ),
+            E::FileAttached {
+                file_id,
+                content_type,
+                size,
+                ..
+            } => (
+                &c::TICKET_FILE,
+                format!(
+                    "File attached ({content_type}, {})",
+                    plural(*size as usize, "byte", "bytes")
+                ),
+                vec![Change::set("file_id", json!(file_id))],
+            ),
+            E::Transferred {
+                from_agent,
+                to_agent,
+                from_department,
+                to_department,
+                ..
+            } => {
+                let mut parts = Vec::new();
+                let mut changes = Vec::new();
+                if from_agent != to_agent {
+                    parts.push(match to_agent {
+                        Some(agent) => format!("to agent {agent}"),
+                        None => "to no agent".to_string(),
+                    });
+                    changes.push(Change::new("agent", opt(*from_agent), opt(*to_agent)));
+                }
+                if from_department != to_department {
+                    parts.push(match to_department {
+                        Some(department) => format!("to department {department}"),
+                        None => "to no department".to_string(),
+                    });
+                    changes.push(Change::new(
+                        "department",
+                        opt(*from_department),
+                        opt(*to_department),
+                    ));
+                }
+                let description = if parts.is_empty() {
+                    "Transferred".to_string()
+                } else {
+                    format!("Transferred {}", parts.join(" and "))
+                };
+                (&c::TICKET_TRANSFER, description, changes)
+            }
+            E::TagsChanged { added, removed, .. } => {
+                let mut parts = Vec::new();
+                if !added.is_empty() {
+                    parts.push(format!("added {}", added.join(", ")));
+                }
+                if !removed.is_empty() {
+                    parts.push(format!("removed {}", removed.join(", ")));
+                }
+                let changes = added
+                    .iter()
+                    .map(|tag| Change::set("tags", tag.as_str()))
+                    .chain(
+                        removed
+                            .iter()
+                            .map(|tag| Change::new("tags", Some(json!(tag)), None)),
+                    )
+                    .collect();
+                (
+                    &c::TICKET_TAGS_CHANGED,
+                    format!("Tags changed: {}", parts.join(", ")),
+                    changes,
+                )
+            }
+            E::VoiceMessageAdded {
+                message_id,
+                duration_seconds,
+                ..
+            } => (
+                &c::TICKET_VOICE_MESSAGE,
+                format!(
+                    "Voice message of {}",
+                    plural(*duration_seconds as usize, "second", "seconds")
+                ),
+                vec![Change::set("message_id", json!(message_id))],
+            ),
+            E::CallLogged {
+                direction,
+                duration_seconds,
+                ..
+            } => {
+                let kind = match direction {
+                    Direction::Inbound => "Inbound",
+                    Direction::Outbound => "Outbound",
+                };
+                (
+                    &c::TICKET_CALL,
+                    format!(
+                        "{kind} call of {}",
+                        plural(*duration_seconds as usize, "second", "seconds")
+                    ),
+                    Vec::new(),
+                )
+            }
+            E::ChatMessageAdded { message_id, .. } => (
+                &c::TICKET_CHAT,
+                "Chat message".to_string(),
+                vec![Change::set("message_id", json!(message_id))],
+            ),
+            E::Forwarded { .. } => (
+                &c::TICKET_FORWARD,
+                "Ticket forwarded by email".to_string(),
+                Vec::new(),
+            ),
+            E::Ranked {
+                previous_rating,
+                rating,
+                pii,
+                ..
+            } => {
+                let comment = if pii.data.comment.is_some() {
+                    " with a comment"
+                } else {
+                    ""
+                };
+                (
+                    &c::TICKET_RANKING,
+                    format!("Customer rated the ticket {rating} of 5{comment}"),
+                    vec![Change::new(
+                        "rating",
+                        previous_rating.map(|r| json!(r)),
+                        Some(json!(rating)),
+                    )],
+                )
+            }
+            E::Split {
+                split_into,
+                message_ids,
+                ..
+            } => (
+                &c::TICKET_SPLIT,
+                format!(
+                    "Split {} into ticket {split_into}",
+                    plural(message_ids.len(), "message", "messages")
+                ),
+                vec![
+                    Change::set("split_into", json!(split_into)),
+                    Change::new("message_ids", Some(json!(message_ids)), None),
+                ],
+            ),
+            E::Merged {
+                into,
+                previous_status,
+                ..
+            } => (
+                &c::TICKET_MERGE,
+                format!("Merged into ticket {into}"),
+                vec![
+                    Change::set("merged_into", json!(into)),
+                    Change::from_to("status", previous_status.as_str(), Status::Closed.as_str()),
+                ],
+            ),
+            E::PriorityChanged { from, to, .. } => (
+                &c::TICKET_PRIORITY,
+                format!("Priority changed from {from} to {to}"),
+                vec![Change::from_to("priority", from.as_str(), to.as_str())],
+            ),
+            E::SystemMessageAdded { text, .. } => (
+                &c::TICKET_SYSTEM_MESSAGE,
+                format!("System message: {}", one_line(text)),
+                Vec::new(),
+            ),
+            E::Other {
+                action,
+                description,
+                ..
+            } => (
+                &c::TICKET_OTHER,
+                format!("{}: {}", one_line(action), one_line(description)),
+                Vec::new(),
+            ),
+        };
+        Audit {
+            action,
+            description,
+            ticket_id: Some(event.ticket_id()),
+            changes,
+        }
+    }
 }

@@ -34,7 +34,9 @@ mod tests;
 
 pub use aggregate::{Ticket, TicketAction, TicketCommand};
 pub use error::TicketError;
-pub use events::{BodyPii, CreatedPii, FilePii, ForwardPii, RatingPii, TicketEvent, EVENT_TYPES};
+pub use events::{
+    actions, BodyPii, CreatedPii, FilePii, ForwardPii, RatingPii, TicketEvent, EVENT_TYPES,
+};
 
 string_enum! {
     /// Where a ticket or a public message came from / went through.
