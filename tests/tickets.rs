@@ -15,6 +15,7 @@ backend_tests!(
     a_long_thread_pages_every_item_once_in_order,
     splits_and_merges_show_in_the_thread_and_survive_a_rebuild,
     min_position_is_accepted_on_every_read,
+    a_due_date_is_set_and_cleared_and_shows_in_the_history,
 );
 
 fn multipart(name: &str, content_type: &str, bytes: &[u8]) -> (String, Vec<u8>) {
@@ -533,4 +534,62 @@ async fn min_position_is_accepted_on_every_read(db: &TestDb) {
     .await;
     assert_eq!(bodies(&page), ["Where is my invoice?", "Reply"]);
     assert!(page["position"].as_u64().unwrap() >= at);
+}
+
+async fn a_due_date_is_set_and_cleared_and_shows_in_the_history(db: &TestDb) {
+    let app = spawn_app(db).await;
+    let (_, agent) = app.user("agent").await;
+    let (_, auditor) = app.user("auditor").await;
+    let id = open_ticket(&app, &agent).await;
+    let path = format!("/api/v1/tickets/{id}/due-date");
+
+    let set = app
+        .post(&path, &agent, json!({"due_at": "2026-12-11T17:00:00Z"}))
+        .await;
+    assert_eq!(set.headers()["etag"], "\"2\"");
+    assert_eq!(ok_json(set).await["version"], 2);
+    let same = app
+        .post(&path, &agent, json!({"due_at": "2026-12-11T17:00:00Z"}))
+        .await;
+    assert_eq!(problem(same, 422).await["code"], "no_change");
+    let empty = app.post(&path, &agent, json!({})).await;
+    assert_eq!(problem(empty, 400).await["field"], "due_at");
+    let not_a_date = app.post(&path, &agent, json!({"due_at": "friday"})).await;
+    assert_eq!(problem(not_a_date, 400).await["field"], "due_at");
+    let by_auditor = app.post(&path, &auditor, json!({"due_at": null})).await;
+    assert_eq!(by_auditor.status(), 403);
+    let cleared = app.post(&path, &agent, json!({"due_at": null})).await;
+    assert_eq!(ok_json(cleared).await["version"], 3);
+
+    let history = ok_json(
+        app.get(&format!("/api/v1/tickets/{id}/history"), &agent)
+            .await,
+    )
+    .await;
+    let due: Vec<(&str, &str, Value)> = items(&history)
+        .iter()
+        .filter(|e| e["event_type"] == "ticket.due_date_changed")
+        .map(|e| {
+            (
+                e["label"].as_str().unwrap(),
+                e["description"].as_str().unwrap(),
+                e["changes"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        due,
+        [
+            (
+                "Ticket – Due date",
+                "Due date set to 2026-12-11T17:00:00Z",
+                json!([{"field": "due_at", "before": null, "after": "2026-12-11T17:00:00Z"}])
+            ),
+            (
+                "Ticket – Due date",
+                "Due date cleared",
+                json!([{"field": "due_at", "before": "2026-12-11T17:00:00Z", "after": null}])
+            ),
+        ]
+    );
 }

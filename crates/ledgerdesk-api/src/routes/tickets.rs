@@ -136,6 +136,12 @@ pub const ACTIONS: &[ActionRoute] = &[
         "Add a message by the system (`Ticket – System message`; admins).",
         "Added",
     ),
+    row::<DueDateRequest>(
+        "/api/v1/tickets/{id}/due-date",
+        STAFF,
+        "Set or clear the due date (`Ticket – Due date`).",
+        "Changed",
+    ),
 ];
 
 /// The one action route that shares its path with a read: the conversation
@@ -498,6 +504,34 @@ impl ActionBody for ChatRequest {
 impl ActionBody for SystemMessageRequest {
     fn action(self) -> Result<TicketAction, TicketError> {
         Ok(TicketAction::AddSystemMessage { text: self.text })
+    }
+}
+
+/// The date a ticket should be solved by.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DueDateRequest {
+    /// An RFC 3339 instant, or `null` to clear it; required, so that an
+    /// empty body clears nothing by accident.
+    #[serde(deserialize_with = "nullable")]
+    #[schema(required = true, example = "2026-12-11T17:00:00Z")]
+    pub due_at: Option<DateTime<Utc>>,
+}
+
+/// A field that must be present but may be `null`.
+fn nullable<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer)
+}
+
+impl ActionBody for DueDateRequest {
+    fn action(self) -> Result<TicketAction, TicketError> {
+        Ok(TicketAction::SetDueDate {
+            due_at: self.due_at,
+        })
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::*;
@@ -138,6 +139,13 @@ pub enum TicketAction {
         /// Priority wire name.
         to: String,
     },
+    /// Set the date the ticket should be solved by, or with `None` clear it.
+    /// A date already past is accepted: the domain has no clock, and an
+    /// overdue ticket is what the SLA reports look for.
+    SetDueDate {
+        /// The new due date.
+        due_at: Option<DateTime<Utc>>,
+    },
     /// A message produced by the system (merge, split, auto-close…).
     AddSystemMessage {
         /// The text; not personal data.
@@ -179,6 +187,8 @@ pub struct Ticket {
     pub merged_into: Option<Uuid>,
     /// The ticket it was split from.
     pub split_from: Option<Uuid>,
+    /// When it should be solved by.
+    pub due_at: Option<DateTime<Utc>>,
 }
 
 impl Ticket {
@@ -537,6 +547,17 @@ impl Ticket {
                     to,
                 }])
             }
+            A::SetDueDate { due_at } => {
+                let (ticket_id, _) = self.open_for_content()?;
+                if *due_at == self.due_at {
+                    return Err(TicketError::NoChange { field: "due_at" });
+                }
+                Ok(vec![E::DueDateChanged {
+                    ticket_id,
+                    from: self.due_at,
+                    to: *due_at,
+                }])
+            }
             A::AddSystemMessage { text } => {
                 // The system reports on merged and closed tickets too.
                 let (ticket_id, _) = self.existing()?;
@@ -646,6 +667,7 @@ impl Aggregate for Ticket {
                 self.status = Status::Closed;
             }
             TicketEvent::PriorityChanged { to, .. } => self.priority = *to,
+            TicketEvent::DueDateChanged { to, .. } => self.due_at = *to,
             TicketEvent::NoteAdded { .. }
             | TicketEvent::FileAttached { .. }
             | TicketEvent::CallLogged { .. }

@@ -3,6 +3,7 @@
 //! event reads in the audit view and history: its catalogue action
 //! ([`actions`]) and its audit line ([`TicketEvent::audit`]).
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -44,6 +45,7 @@ pub mod actions {
         TICKET_PRIORITY = "ticket.priority_changed", "Ticket – Priority", "A ticket's priority changed.";
         TICKET_SYSTEM_MESSAGE = "ticket.system_message_added", "Ticket – System message", "A message produced by the system.";
         TICKET_OTHER = "ticket.other", "Ticket – Other", "An integration's own action on a ticket.";
+        TICKET_DUE_DATE = "ticket.due_date_changed", "Ticket – Due date", "A ticket's due date was set, changed or cleared.";
     }
 }
 
@@ -297,6 +299,16 @@ pub enum TicketEvent {
         /// Description.
         description: String,
     },
+    /// `ticket.due_date_changed`: when the ticket should be solved by.
+    #[serde(rename = "ticket.due_date_changed")]
+    DueDateChanged {
+        /// The ticket.
+        ticket_id: Uuid,
+        /// Before; `None` when it had none.
+        from: Option<DateTime<Utc>>,
+        /// Now; `None` when cleared.
+        to: Option<DateTime<Utc>>,
+    },
 }
 
 /// Ticket event types and their current schema versions.
@@ -319,6 +331,7 @@ pub const EVENT_TYPES: &[(&str, u32)] = &[
     ("ticket.priority_changed", 1),
     ("ticket.system_message_added", 1),
     ("ticket.other", 1),
+    ("ticket.due_date_changed", 1),
 ];
 
 impl TicketEvent {
@@ -342,7 +355,8 @@ impl TicketEvent {
             | TicketEvent::Merged { ticket_id, .. }
             | TicketEvent::PriorityChanged { ticket_id, .. }
             | TicketEvent::SystemMessageAdded { ticket_id, .. }
-            | TicketEvent::Other { ticket_id, .. } => *ticket_id,
+            | TicketEvent::Other { ticket_id, .. }
+            | TicketEvent::DueDateChanged { ticket_id, .. } => *ticket_id,
         }
     }
 }
@@ -368,6 +382,7 @@ impl DomainEvent for TicketEvent {
             TicketEvent::PriorityChanged { .. } => "ticket.priority_changed",
             TicketEvent::SystemMessageAdded { .. } => "ticket.system_message_added",
             TicketEvent::Other { .. } => "ticket.other",
+            TicketEvent::DueDateChanged { .. } => "ticket.due_date_changed",
         }
     }
 
@@ -680,6 +695,21 @@ impl TicketEvent {
                 &c::TICKET_OTHER,
                 format!("{}: {}", one_line(action), one_line(description)),
                 Vec::new(),
+            ),
+            E::DueDateChanged { from, to, .. } => (
+                &c::TICKET_DUE_DATE,
+                match (from, to) {
+                    (_, Some(to)) => format!(
+                        "Due date set to {}",
+                        to.to_rfc3339_opts(SecondsFormat::Secs, true)
+                    ),
+                    (_, None) => "Due date cleared".to_string(),
+                },
+                vec![Change::new(
+                    "due_at",
+                    from.map(|at| json!(at)),
+                    to.map(|at| json!(at)),
+                )],
             ),
         };
         Audit {

@@ -1037,3 +1037,65 @@ fn an_internal_message_with_a_channel_or_direction_is_refused() {
         }
     );
 }
+
+#[test]
+fn a_due_date_is_set_changed_and_cleared_with_its_previous_value() {
+    let friday = "2026-12-11T17:00:00Z".parse().unwrap();
+    let monday = "2026-12-14T09:00:00Z".parse().unwrap();
+    let set = E::DueDateChanged {
+        ticket_id: T,
+        from: None,
+        to: Some(friday),
+    };
+    let state = given::<Ticket>([created()])
+        .when(A::SetDueDate {
+            due_at: Some(friday),
+        })
+        .then_events(vec![set.clone()]);
+    assert_eq!(state.due_at, Some(friday));
+    given::<Ticket>([created(), set.clone()])
+        .when(A::SetDueDate {
+            due_at: Some(monday),
+        })
+        .then_events(vec![E::DueDateChanged {
+            ticket_id: T,
+            from: Some(friday),
+            to: Some(monday),
+        }]);
+    let cleared = given::<Ticket>([created(), set])
+        .when(A::SetDueDate { due_at: None })
+        .then_events(vec![E::DueDateChanged {
+            ticket_id: T,
+            from: Some(friday),
+            to: None,
+        }]);
+    assert_eq!(cleared.due_at, None);
+}
+
+#[test]
+fn a_due_date_that_changes_nothing_or_on_a_closed_ticket_is_refused() {
+    given::<Ticket>([created()])
+        .when(A::SetDueDate { due_at: None })
+        .then_error(TicketError::NoChange { field: "due_at" });
+    given::<Ticket>(closed())
+        .when(A::SetDueDate {
+            due_at: Some("2026-12-11T17:00:00Z".parse().unwrap()),
+        })
+        .then_error(TicketError::Closed);
+}
+
+#[test]
+fn a_due_date_reads_in_the_audit_with_before_and_after() {
+    let audit = E::DueDateChanged {
+        ticket_id: T,
+        from: None,
+        to: Some("2026-12-11T17:00:00Z".parse().unwrap()),
+    }
+    .audit();
+    assert_eq!(audit.action.label, "Ticket – Due date");
+    assert_eq!(audit.description, "Due date set to 2026-12-11T17:00:00Z");
+    assert_eq!(
+        audit.changes_json(),
+        serde_json::json!([{"field": "due_at", "before": null, "after": "2026-12-11T17:00:00Z"}])
+    );
+}
