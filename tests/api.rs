@@ -1097,12 +1097,8 @@ async fn refused_uploads_leave_no_file_behind(db: &TestDb) {
         )
         .await;
     }
-    let count = "SELECT COUNT(*) FROM api_files";
-    let indexed: i64 = match app.store.pool() {
-        ledgerdesk_store::DbPool::Sqlite(p) => sqlx::query_scalar(count).fetch_one(&p).await,
-        ledgerdesk_store::DbPool::Postgres(p) => sqlx::query_scalar(count).fetch_one(&p).await,
-    }
-    .unwrap();
+    let count = "SELECT COUNT(*) AS v FROM api_files";
+    let indexed = ledgerdesk_tests::ints(&app.store.db(), count, vec![]).await[0].unwrap();
     assert_eq!(indexed, 0, "a refused upload was indexed");
     // An accepted one is kept, and only it.
     ok_json(upload(&app, &id, "a.pdf", b"kept", None).await).await;
@@ -1116,18 +1112,20 @@ async fn sqlite_erasure_leaves_no_key_bytes_in_the_files() {
     let db = TestDb::sqlite();
     let app = spawn_app(&db).await;
     app.ticket(&app.admin).await;
-    let pool = match app.store.pool() {
-        ledgerdesk_store::DbPool::Sqlite(p) => p,
-        ledgerdesk_store::DbPool::Postgres(_) => unreachable!(),
+    let pool = app.store.db();
+    let of_carol = |column: &str| {
+        format!(
+            "SELECT k.{column} AS v FROM subject_keys k \
+             JOIN data_subjects d ON d.subject_id = k.subject_id WHERE d.email = $1"
+        )
     };
-    let (subject, key): (String, String) = sqlx::query_as(
-        "SELECT k.subject_id, k.key FROM subject_keys k \
-         JOIN data_subjects d ON d.subject_id = k.subject_id WHERE d.email = $1",
-    )
-    .bind("carol@customer.example")
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let carol = || vec![ledgerdesk_store::db::Arg::from("carol@customer.example")];
+    let subject = ledgerdesk_tests::texts(&pool, &of_carol("subject_id"), carol()).await[0]
+        .clone()
+        .unwrap();
+    let key = ledgerdesk_tests::texts(&pool, &of_carol("key"), carol()).await[0]
+        .clone()
+        .unwrap();
     let path = db.url.trim_start_matches("sqlite://").to_string();
     let bytes = || {
         ["", "-wal"]
@@ -1645,7 +1643,7 @@ async fn control_characters_are_refused_in_every_text_field(db: &TestDb) {
 /// clears it.
 async fn a_failed_projection_degrades_readiness_and_the_others_carry_on(db: &TestDb) {
     let app = spawn_app(db).await;
-    let pool = app.store.pool();
+    let pool = app.store.db();
     // The workers first make sure their tables exist, which would quietly
     // recreate a table renamed meanwhile: break it once they run.
     for _ in 0..300 {

@@ -704,7 +704,7 @@ async fn erasure_shreds_personal_data_and_keeps_the_log_verifiable(db: &TestDb) 
     // it can be erased, and then it is gone.
     let unsealed = Uuid::now_v7();
     ledgerdesk_tests::exec(
-        &raw.pool(),
+        &raw.db(),
         &format!(
             "INSERT INTO data_subjects (subject_id, email, created_at) \
              VALUES ('{unsealed}', 'never-sealed@customer.example', 0)"
@@ -961,7 +961,7 @@ async fn the_stream_filter_admits_what_search_finds(db: &TestDb) {
     .await;
     let all = audit_page(&app, &app.admin, "limit=500").await;
     assert!(all["items"].as_array().unwrap().len() > 5);
-    let pool = app.store.pool();
+    let pool = app.store.db();
     let every = search(
         &pool,
         &AuditFilter {

@@ -613,9 +613,9 @@ async fn audit_is_ok_then_names_a_tampered_event(db: &TestDb) {
         Kind::Sqlite => "DROP TRIGGER events_reject_update; DROP TRIGGER events_reject_delete;",
         Kind::Postgres => "ALTER TABLE events DISABLE TRIGGER USER;",
     };
-    exec(&raw.pool(), unguard).await.unwrap();
+    exec(&raw.db(), unguard).await.unwrap();
     exec(
-        &raw.pool(),
+        &raw.db(),
         "UPDATE events SET payload = '{\"n\":999}' WHERE position = 5",
     )
     .await

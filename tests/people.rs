@@ -72,7 +72,7 @@ async fn seeded_people_are_listed_and_survive_a_rebuild(db: &TestDb) {
 
     // Lose the read model's rows; a rebuild from the log brings back the
     // very same answers.
-    let pool = app.store.pool();
+    let pool = app.store.db();
     ledgerdesk_tests::exec(&pool, "DELETE FROM people_users")
         .await
         .unwrap();

@@ -319,7 +319,7 @@ async fn tickets_reflect_a_realistic_sequence(db: &TestDb) {
     let h = history(&*store).await;
     let projector = Projector::new(store.clone());
     projector.catch_up().await.unwrap();
-    let pool = store.pool();
+    let pool = store.db();
 
     let a = tickets::get(&pool, h.a).await.unwrap().expect("ticket A");
     assert_eq!(a.subject.as_deref(), Some("Invoice missing"));
@@ -505,7 +505,7 @@ async fn audit_rows_filters_and_stable_cursor(db: &TestDb) {
     .await;
     let projector = Projector::new(store.clone());
     projector.catch_up().await.unwrap();
-    let pool = store.pool();
+    let pool = store.db();
     let total = store.head().await.unwrap().position;
     assert_eq!(audit::count(&pool).await.unwrap(), total);
     let rows = all_audit(&pool).await;
@@ -764,7 +764,7 @@ async fn positions(store: &dyn EventStore) -> (u64, u64, u64, u64) {
 }
 
 async fn all_positions(store: &dyn EventStore) -> Vec<u64> {
-    let pool = store.pool();
+    let pool = store.db();
     let mut out = Vec::new();
     let mut before = None;
     loop {
@@ -846,7 +846,7 @@ async fn rebuild_matches_incremental_and_serves_meanwhile(db: &TestDb) {
     append(&*store, more).await;
     let projector = Projector::new(store.clone()).page_size(10);
     projector.catch_up().await.unwrap();
-    let pool = store.pool();
+    let pool = store.db();
     let tickets_before = all_tickets(&pool).await;
     let audit_before = all_audit(&pool).await;
     let presence_before = presence::agents(&pool).await.unwrap();
@@ -946,12 +946,10 @@ async fn as_of_build_gives_the_past_state(db: &TestDb) {
     );
     assert_eq!(a.tags, vec!["billing".to_string()]);
     assert!(tickets::get(&past, h.b).await.unwrap().is_none());
-    if let ledgerdesk_store::DbPool::Sqlite(p) = past {
-        p.close().await;
-    }
+    past.close().await;
 
     // By time, for audit: the live database is untouched.
-    let live_before = all_audit(&store.pool()).await;
+    let live_before = all_audit(&store.db()).await;
     let at = h.events[5].recorded_at;
     let reached = ledgerdesk_projections::build_as_of_time(store.clone(), "audit", at, &out)
         .await
@@ -961,10 +959,8 @@ async fn as_of_build_gives_the_past_state(db: &TestDb) {
     let rows = all_audit(&past).await;
     assert_eq!(rows.len() as u64, reached);
     assert_eq!(rows.first().unwrap().position, reached);
-    assert_eq!(all_audit(&store.pool()).await, live_before);
-    if let ledgerdesk_store::DbPool::Sqlite(p) = past {
-        p.close().await;
-    }
+    assert_eq!(all_audit(&store.db()).await, live_before);
+    past.close().await;
     let _ = std::fs::remove_file(&out);
     assert!(matches!(
         ledgerdesk_projections::build_as_of(store.clone(), "nope", 1, &out).await,
@@ -994,7 +990,7 @@ async fn background_worker_follows_appends(db: &TestDb) {
         let _ = stopped.await;
     });
     let h = history(&*store).await;
-    let pool = store.pool();
+    let pool = store.db();
     let head = store.head().await.unwrap().position;
     let started = std::time::Instant::now();
     wait_for("the workers to catch up", async || {
@@ -1053,19 +1049,17 @@ async fn one_worker_per_projection_across_processes(db: &TestDb) {
     })
     .await;
 
-    let pool = store_a.pool();
+    let pool = store_a.db();
     let lease_count = || {
         let pool = pool.clone();
         async move {
-            let ledgerdesk_store::DbPool::Postgres(pg) = pool else {
-                unreachable!()
-            };
-            sqlx::query_scalar::<_, i64>(
-                "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = \
+            ledgerdesk_tests::ints(
+                &pool,
+                "SELECT COUNT(*) AS v FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = \
                  (SELECT oid FROM pg_database WHERE datname = current_database())",
+                vec![],
             )
-            .fetch_one(&pg)
-            .await
+            .await[0]
             .unwrap()
         }
     };
@@ -1178,7 +1172,7 @@ async fn presence_and_reports_on_a_known_history(db: &TestDb) {
     ); // 5
     let projector = Projector::new(store.clone());
     projector.catch_up().await.unwrap();
-    let pool = store.pool();
+    let pool = store.db();
     let now = presence::agents(&pool).await.unwrap();
     let xa = now.iter().find(|a| a.user_id == x).unwrap();
     assert_eq!(
@@ -1433,7 +1427,7 @@ async fn upgrade_replaces_the_read_models(db: &TestDb) {
     let h = history(&*store).await;
     let projector = Projector::new(store.clone());
     projector.catch_up().await.unwrap();
-    let pool = store.pool();
+    let pool = store.db();
     let rows = all_tickets(&pool).await;
     // The stale row and its checkpoint went with the old tables; every
     // ticket was projected from the log, new columns filled.
@@ -1471,7 +1465,7 @@ async fn text_search_beyond_ascii(db: &TestDb) {
     )
     .await;
     Projector::new(store.clone()).catch_up().await.unwrap();
-    let pool = store.pool();
+    let pool = store.db();
     for q in ["Ärger", "ÜBER", "über", "rechnung", "RECHNUNG"] {
         let found = tickets::list(
             &pool,
@@ -1545,7 +1539,7 @@ async fn text_with_control_characters_is_projected(db: &TestDb) {
     for s in projector.status().await.unwrap() {
         assert_eq!(s.position, head, "{}", s.name);
     }
-    let pool = store.pool();
+    let pool = store.db();
     let row = tickets::get(&pool, t)
         .await
         .unwrap()

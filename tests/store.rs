@@ -10,7 +10,7 @@ use ledgerdesk_store::{
     verify_chain, ActorKind, EventStore, ExpectedVersion, Metadata, NewEvent, StoreError,
     StreamAppend, StreamRange,
 };
-use ledgerdesk_tests::{backend_tests, exec, Kind, TestDb};
+use ledgerdesk_tests::{backend_tests, exec, ints, texts, Kind, TestDb};
 use serde_json::json;
 
 backend_tests!(
@@ -398,25 +398,32 @@ async fn reads_the_log_in_pages(db: &TestDb) {
 
 async fn durability_settings_are_on(db: &TestDb) {
     let store = db.open().await;
-    match store.pool() {
-        ledgerdesk_store::DbPool::Sqlite(p) => {
-            let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-                .fetch_one(&p)
-                .await
-                .unwrap();
-            let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
-                .fetch_one(&p)
-                .await
-                .unwrap();
-            assert_eq!(mode, "wal");
-            assert_eq!(sync, 2, "synchronous=FULL");
+    let pool = store.db();
+    match db.kind() {
+        Kind::Sqlite => {
+            let mode = texts(
+                &pool,
+                "SELECT journal_mode AS v FROM pragma_journal_mode",
+                vec![],
+            )
+            .await;
+            let sync = ints(
+                &pool,
+                "SELECT synchronous AS v FROM pragma_synchronous",
+                vec![],
+            )
+            .await;
+            assert_eq!(mode, [Some("wal".to_string())]);
+            assert_eq!(sync, [Some(2)], "synchronous=FULL");
         }
-        ledgerdesk_store::DbPool::Postgres(p) => {
-            let sync: String = sqlx::query_scalar("SHOW synchronous_commit")
-                .fetch_one(&p)
-                .await
-                .unwrap();
-            assert_eq!(sync, "on");
+        Kind::Postgres => {
+            let sync = texts(
+                &pool,
+                "SELECT current_setting('synchronous_commit') AS v",
+                vec![],
+            )
+            .await;
+            assert_eq!(sync, [Some("on".to_string())]);
         }
     }
 }
@@ -424,7 +431,7 @@ async fn durability_settings_are_on(db: &TestDb) {
 async fn database_refuses_update_and_delete(db: &TestDb) {
     let store = db.open().await;
     seed(store.as_ref(), 1, 3).await;
-    let pool = store.pool();
+    let pool = store.db();
     let mut statements = vec![
         "UPDATE events SET payload = '{}' WHERE position = 2",
         "DELETE FROM events WHERE position = 3",
@@ -458,7 +465,7 @@ async fn verify_reports_ok_with_count_and_head(db: &TestDb) {
 async fn tampered(db: &TestDb, sql: &str) -> ledgerdesk_store::VerifyReport {
     let store = db.open().await;
     seed(store.as_ref(), 2, 5).await;
-    let pool = store.pool();
+    let pool = store.db();
     let unguard = match db.kind() {
         Kind::Sqlite => "DROP TRIGGER events_reject_update; DROP TRIGGER events_reject_delete;",
         Kind::Postgres => "ALTER TABLE events DISABLE TRIGGER USER;",

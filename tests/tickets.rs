@@ -459,7 +459,7 @@ async fn splits_and_merges_show_in_the_thread_and_survive_a_rebuild(db: &TestDb)
     for p in &paths {
         before.push(ok_json(app.get(p, &agent).await).await);
     }
-    let pool = app.store.pool();
+    let pool = app.store.db();
     ledgerdesk_tests::exec(&pool, "DELETE FROM conversation_items")
         .await
         .unwrap();

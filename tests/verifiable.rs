@@ -76,7 +76,7 @@ async fn unguard_events(db: &TestDb, store: &dyn EventStore) {
         Kind::Sqlite => "DROP TRIGGER events_reject_update; DROP TRIGGER events_reject_delete;",
         Kind::Postgres => "ALTER TABLE events DISABLE TRIGGER USER;",
     };
-    exec(&store.pool(), sql).await.unwrap();
+    exec(&store.db(), sql).await.unwrap();
 }
 
 async fn proofs_from_the_database_verify_against_checkpoints(db: &TestDb) {
@@ -211,7 +211,7 @@ async fn audit_names_an_edited_event(db: &TestDb) {
     checkpoint_now(store, &key).await.unwrap();
     unguard_events(db, store).await;
     exec(
-        &store.pool(),
+        &store.db(),
         "UPDATE events SET payload = '{\"n\":999}' WHERE position = 17",
     )
     .await
@@ -265,7 +265,7 @@ async fn audit_catches_a_rewrite_with_recomputed_chain(db: &TestDb) {
         ));
         prev = hash;
     }
-    exec(&store.pool(), &sql).await.unwrap();
+    exec(&store.db(), &sql).await.unwrap();
     let report = verify_all(store, &key.public_key()).await.unwrap();
     assert!(report.chain.ok(), "the chain was recomputed");
     assert_eq!(report.first_bad_leaf, Some(11));
@@ -286,7 +286,7 @@ async fn audit_catches_a_truncated_tail(db: &TestDb) {
     append(store, 50, 25).await;
     checkpoint_now(store, &key).await.unwrap();
     unguard_events(db, store).await;
-    exec(&store.pool(), "DELETE FROM events WHERE position > 45")
+    exec(&store.db(), "DELETE FROM events WHERE position > 45")
         .await
         .unwrap();
     let report = verify_all(store, &key.public_key()).await.unwrap();
@@ -308,9 +308,9 @@ async fn audit_names_a_forged_checkpoint(db: &TestDb) {
         Kind::Sqlite => "DROP TRIGGER checkpoints_reject_update;",
         Kind::Postgres => "ALTER TABLE checkpoints DISABLE TRIGGER USER;",
     };
-    exec(&store.pool(), unguard).await.unwrap();
+    exec(&store.db(), unguard).await.unwrap();
     exec(
-        &store.pool(),
+        &store.db(),
         &format!(
             "UPDATE checkpoints SET tree_size = 39 WHERE seq = {}",
             second.seq
@@ -333,7 +333,7 @@ async fn checkpoints_table_is_append_only(db: &TestDb) {
     let store = store.as_ref();
     append(store, 3, 3).await;
     checkpoint_now(store, &key()).await.unwrap();
-    let pool = store.pool();
+    let pool = store.db();
     for sql in [
         "UPDATE checkpoints SET tree_size = 2",
         "DELETE FROM checkpoints",
@@ -365,7 +365,7 @@ async fn no_checkpoint_follows_a_larger_one(db: &TestDb) {
     // had seen more of the log than this one has synced.
     let larger = key().sign(20, first.root_hash, chrono::Utc::now());
     exec(
-        &store.pool(),
+        &store.db(),
         &format!(
             "INSERT INTO checkpoints (tree_size, root_hash, signed_at, key_id, signature) \
              VALUES (20, '{}', {}, '{}', '{}')",
@@ -568,7 +568,7 @@ async fn bundles_verify_and_name_tampering(db: &TestDb) {
     // A bundle exported after the database was tampered with does not verify.
     unguard_events(db, store).await;
     exec(
-        &store.pool(),
+        &store.db(),
         "UPDATE events SET metadata = '{\"actor_kind\":\"agent\"}' WHERE position = 60",
     )
     .await

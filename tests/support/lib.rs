@@ -11,7 +11,7 @@ pub mod raw;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ledgerdesk_store::{DbPool, EventStore, OpenOptions};
+use ledgerdesk_store::{db, DbPool, EventStore, OpenOptions};
 use sqlx::Connection;
 
 /// A database that exists for one test and is removed when dropped.
@@ -144,10 +144,34 @@ pub fn with_database(base: &str, name: &str) -> String {
 
 /// Run raw SQL on the store's database (tests only: tampering, checks).
 pub async fn exec(pool: &DbPool, sql: &str) -> Result<u64, sqlx::Error> {
-    Ok(match pool {
-        DbPool::Sqlite(p) => sqlx::raw_sql(sql).execute(p).await?.rows_affected(),
-        DbPool::Postgres(p) => sqlx::raw_sql(sql).execute(p).await?.rows_affected(),
-    })
+    db::script(pool, sql).await
+}
+
+/// A row read as its first column, named `v`.
+struct Value<T>(T);
+
+impl db::Record for Value<Option<i64>> {
+    fn read(row: &dyn db::DbRow) -> Result<Self, sqlx::Error> {
+        Ok(Value(row.int("v")?))
+    }
+}
+
+impl db::Record for Value<Option<String>> {
+    fn read(row: &dyn db::DbRow) -> Result<Self, sqlx::Error> {
+        Ok(Value(row.text("v")?))
+    }
+}
+
+/// The integers of column `v` in `sql`'s rows (tests only: checks).
+pub async fn ints(pool: &DbPool, sql: &str, args: Vec<db::Arg>) -> Vec<Option<i64>> {
+    let rows: Vec<Value<Option<i64>>> = db::fetch(pool, sql, args).await.expect(sql);
+    rows.into_iter().map(|v| v.0).collect()
+}
+
+/// The texts of column `v` in `sql`'s rows (tests only: checks).
+pub async fn texts(pool: &DbPool, sql: &str, args: Vec<db::Arg>) -> Vec<Option<String>> {
+    let rows: Vec<Value<Option<String>>> = db::fetch(pool, sql, args).await.expect(sql);
+    rows.into_iter().map(|v| v.0).collect()
 }
 
 /// Instantiate async test functions `fn(Kind)`-style, each taking a fresh

@@ -6,22 +6,13 @@
 //! department columns of `api_users` are no longer read (landed migrations
 //! stay as they are).
 //! The SQL is the same on both backends (`$n` placeholders, `ON CONFLICT`,
-//! integer seconds); [`on_pool!`] runs it on whichever pool the store has.
+//! integer seconds) and runs through the store's layer ([`ledgerdesk_store::db`]).
 
+use ledgerdesk_store::db::{self, Arg, DbRow, Record};
 use ledgerdesk_store::DbPool;
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
-
-/// Run `$body` with `$p` bound to the concrete pool of either backend.
-macro_rules! on_pool {
-    ($pool:expr, |$p:ident| $body:expr) => {
-        match $pool {
-            DbPool::Sqlite($p) => $body,
-            DbPool::Postgres($p) => $body,
-        }
-    };
-}
 
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
@@ -114,20 +105,91 @@ pub struct FileRow {
     pub erased: bool,
 }
 
+/// One text column named `id`.
+struct Id(String);
+
+impl Record for Id {
+    fn read(row: &dyn DbRow) -> Result<Self, sqlx::Error> {
+        Ok(Id(row.text("id")?.unwrap_or_default()))
+    }
+}
+
+/// One integer column named `n`.
+struct Count(i64);
+
+impl Record for Count {
+    fn read(row: &dyn DbRow) -> Result<Self, sqlx::Error> {
+        Ok(Count(row.int0("n")?))
+    }
+}
+
+impl Record for LoginRow {
+    fn read(row: &dyn DbRow) -> Result<Self, sqlx::Error> {
+        Ok(LoginRow {
+            user_id: parse_uuid(&row.text("user_id")?.unwrap_or_default()),
+            password_hash: row.text("password_hash")?.unwrap_or_default(),
+            active: row.boolean("active")?.unwrap_or_default(),
+        })
+    }
+}
+
+impl Record for SessionRow {
+    fn read(row: &dyn DbRow) -> Result<Self, sqlx::Error> {
+        Ok(SessionRow {
+            user_id: parse_uuid(&row.text("user_id")?.unwrap_or_default()),
+            role: row.text("role")?.unwrap_or_default(),
+            active: row.boolean("active")?.unwrap_or_default(),
+            expires_at: row.int0("expires_at")?,
+        })
+    }
+}
+
+impl Record for FileRow {
+    fn read(row: &dyn DbRow) -> Result<Self, sqlx::Error> {
+        Ok(FileRow {
+            size: row.int0("size")?,
+            content_type: row.text("content_type")?.unwrap_or_default(),
+            erased: row.int("erased_at")?.is_some(),
+        })
+    }
+}
+
+/// An idempotency record as stored.
+struct IdempotencyRow {
+    hash: String,
+    status: Option<i64>,
+    headers: Option<String>,
+    body: Option<String>,
+    created_at: i64,
+}
+
+impl Record for IdempotencyRow {
+    fn read(row: &dyn DbRow) -> Result<Self, sqlx::Error> {
+        Ok(IdempotencyRow {
+            hash: row.text("request_hash")?.unwrap_or_default(),
+            status: row.int("status")?,
+            headers: row.text("headers")?,
+            body: row.text("body")?,
+            created_at: row.int0("created_at")?,
+        })
+    }
+}
+
 impl Db {
     /// On the store's pool.
     pub fn new(pool: DbPool) -> Self {
         Self { pool }
     }
 
+    async fn run(&self, sql: &str, args: Vec<Arg>) -> Result<u64, sqlx::Error> {
+        db::execute(&self.pool, sql, args).await
+    }
+
     /// Users that are not the system account, by email.
     pub async fn count_users(&self) -> Result<i64, sqlx::Error> {
-        let (n,): (i64,) = on_pool!(&self.pool, |p| {
-            sqlx::query_as("SELECT COUNT(*) FROM api_users")
-                .fetch_one(p)
-                .await?
-        });
-        Ok(n)
+        let n = db::fetch_one::<Count>(&self.pool, "SELECT COUNT(*) AS n FROM api_users", vec![])
+            .await?;
+        Ok(n.map_or(0, |c| c.0))
     }
 
     /// Reserve a user row (before the event is written; removed again if the
@@ -135,38 +197,31 @@ impl Db {
     pub async fn reserve_user(&self, row: &UserRow, system: bool) -> Result<bool, sqlx::Error> {
         let sql = "INSERT INTO api_users (user_id, email, name, role, department_id, active, system, created_at) \
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING";
-        let id = row.id.to_string();
-        let dept = row.department_id.map(|d| d.to_string());
-        let done = on_pool!(&self.pool, |p| {
-            sqlx::query(sql)
-                .bind(&id)
-                .bind(&row.email)
-                .bind(&row.name)
-                .bind(&row.role)
-                .bind(&dept)
-                .bind(row.active)
-                .bind(system)
-                .bind(now())
-                .execute(p)
-                .await?
-                .rows_affected()
-        });
-        Ok(done == 1)
+        let args = vec![
+            Arg::from(row.id),
+            Arg::from(row.email.as_str()),
+            Arg::from(row.name.as_str()),
+            Arg::from(row.role.as_str()),
+            Arg::from(row.department_id),
+            Arg::from(row.active),
+            Arg::from(system),
+            Arg::from(now()),
+        ];
+        Ok(self.run(sql, args).await? == 1)
     }
 
     /// Remove a reserved user whose creation was refused.
     pub async fn unreserve_user(&self, id: Uuid) -> Result<(), sqlx::Error> {
-        let id = id.to_string();
-        on_pool!(&self.pool, |p| {
-            sqlx::query("DELETE FROM api_credentials WHERE user_id = $1")
-                .bind(&id)
-                .execute(p)
-                .await?;
-            sqlx::query("DELETE FROM api_users WHERE user_id = $1")
-                .bind(&id)
-                .execute(p)
-                .await?;
-        });
+        self.run(
+            "DELETE FROM api_credentials WHERE user_id = $1",
+            vec![Arg::from(id)],
+        )
+        .await?;
+        self.run(
+            "DELETE FROM api_users WHERE user_id = $1",
+            vec![Arg::from(id)],
+        )
+        .await?;
         Ok(())
     }
 
@@ -179,41 +234,27 @@ impl Db {
         active: bool,
     ) -> Result<(), sqlx::Error> {
         let sql = "UPDATE api_users SET role = $2, active = $3 WHERE user_id = $1";
-        let id = id.to_string();
-        on_pool!(&self.pool, |p| {
-            sqlx::query(sql)
-                .bind(&id)
-                .bind(role)
-                .bind(active)
-                .execute(p)
-                .await?;
-        });
+        self.run(sql, vec![Arg::from(id), Arg::from(role), Arg::from(active)])
+            .await?;
         Ok(())
     }
 
     /// The system account that records what happens to unknown accounts.
     pub async fn system_user(&self) -> Result<Option<Uuid>, sqlx::Error> {
-        let row: Option<(String,)> = on_pool!(&self.pool, |p| {
-            sqlx::query_as("SELECT user_id FROM api_users WHERE system = TRUE LIMIT 1")
-                .fetch_optional(p)
-                .await?
-        });
-        Ok(row.map(|(id,)| parse_uuid(&id)))
+        let sql = "SELECT user_id AS id FROM api_users WHERE system = TRUE LIMIT 1";
+        let row = db::fetch_one::<Id>(&self.pool, sql, vec![]).await?;
+        Ok(row.map(|id| parse_uuid(&id.0)))
     }
 
     /// Set (or replace) a password hash.
     pub async fn set_password(&self, user_id: Uuid, hash: &str) -> Result<(), sqlx::Error> {
         let sql = "INSERT INTO api_credentials (user_id, password_hash, updated_at) VALUES ($1, $2, $3) \
                    ON CONFLICT (user_id) DO UPDATE SET password_hash = excluded.password_hash, updated_at = excluded.updated_at";
-        let id = user_id.to_string();
-        on_pool!(&self.pool, |p| {
-            sqlx::query(sql)
-                .bind(&id)
-                .bind(hash)
-                .bind(now())
-                .execute(p)
-                .await?;
-        });
+        self.run(
+            sql,
+            vec![Arg::from(user_id), Arg::from(hash), Arg::from(now())],
+        )
+        .await?;
         Ok(())
     }
 
@@ -221,25 +262,14 @@ impl Db {
     pub async fn login(&self, email: &str) -> Result<Option<LoginRow>, sqlx::Error> {
         let sql = "SELECT u.user_id, c.password_hash, u.active FROM api_users u \
                    JOIN api_credentials c ON c.user_id = u.user_id WHERE u.email = $1";
-        let row: Option<(String, String, bool)> = on_pool!(&self.pool, |p| {
-            sqlx::query_as(sql).bind(email).fetch_optional(p).await?
-        });
-        Ok(row.map(|(id, password_hash, active)| LoginRow {
-            user_id: parse_uuid(&id),
-            password_hash,
-            active,
-        }))
+        db::fetch_one(&self.pool, sql, vec![Arg::from(email)]).await
     }
 
     /// The user id of an email, with or without credentials.
     pub async fn user_by_email(&self, email: &str) -> Result<Option<Uuid>, sqlx::Error> {
-        let row: Option<(String,)> = on_pool!(&self.pool, |p| {
-            sqlx::query_as("SELECT user_id FROM api_users WHERE email = $1 AND system = FALSE")
-                .bind(email)
-                .fetch_optional(p)
-                .await?
-        });
-        Ok(row.map(|(id,)| parse_uuid(&id)))
+        let sql = "SELECT user_id AS id FROM api_users WHERE email = $1 AND system = FALSE";
+        let row = db::fetch_one::<Id>(&self.pool, sql, vec![Arg::from(email)]).await?;
+        Ok(row.map(|id| parse_uuid(&id.0)))
     }
 
     /// Open a session.
@@ -250,16 +280,13 @@ impl Db {
         expires_at: i64,
     ) -> Result<(), sqlx::Error> {
         let sql = "INSERT INTO api_sessions (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)";
-        let id = user_id.to_string();
-        on_pool!(&self.pool, |p| {
-            sqlx::query(sql)
-                .bind(token_hash)
-                .bind(&id)
-                .bind(now())
-                .bind(expires_at)
-                .execute(p)
-                .await?;
-        });
+        let args = vec![
+            Arg::from(token_hash),
+            Arg::from(user_id),
+            Arg::from(now()),
+            Arg::from(expires_at),
+        ];
+        self.run(sql, args).await?;
         Ok(())
     }
 
@@ -268,48 +295,33 @@ impl Db {
         let sql = "SELECT s.user_id, u.role, u.active, s.expires_at FROM api_sessions s \
                    JOIN api_users u ON u.user_id = s.user_id \
                    WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > $2";
-        let row: Option<(String, String, bool, i64)> = on_pool!(&self.pool, |p| {
-            sqlx::query_as(sql)
-                .bind(token_hash)
-                .bind(now())
-                .fetch_optional(p)
-                .await?
-        });
-        Ok(row.map(|(id, role, active, expires_at)| SessionRow {
-            user_id: parse_uuid(&id),
-            role,
-            active,
-            expires_at,
-        }))
+        db::fetch_one(
+            &self.pool,
+            sql,
+            vec![Arg::from(token_hash), Arg::from(now())],
+        )
+        .await
     }
 
     /// Revoke one session.
     pub async fn revoke_session(&self, token_hash: &str) -> Result<(), sqlx::Error> {
-        on_pool!(&self.pool, |p| {
-            sqlx::query("UPDATE api_sessions SET revoked_at = $2 WHERE token_hash = $1")
-                .bind(token_hash)
-                .bind(now())
-                .execute(p)
-                .await?;
-        });
+        self.run(
+            "UPDATE api_sessions SET revoked_at = $2 WHERE token_hash = $1",
+            vec![Arg::from(token_hash), Arg::from(now())],
+        )
+        .await?;
         Ok(())
     }
 
     /// Revoke every session of a user (deactivation, password change) but
     /// the one with `keep` (the caller's own, when they change themselves).
     pub async fn revoke_sessions_of(&self, user_id: Uuid, keep: &str) -> Result<(), sqlx::Error> {
-        let id = user_id.to_string();
-        on_pool!(&self.pool, |p| {
-            sqlx::query(
-                "UPDATE api_sessions SET revoked_at = $2 \
-                 WHERE user_id = $1 AND revoked_at IS NULL AND token_hash <> $3",
-            )
-            .bind(&id)
-            .bind(now())
-            .bind(keep)
-            .execute(p)
-            .await?;
-        });
+        self.run(
+            "UPDATE api_sessions SET revoked_at = $2 \
+             WHERE user_id = $1 AND revoked_at IS NULL AND token_hash <> $3",
+            vec![Arg::from(user_id), Arg::from(now()), Arg::from(keep)],
+        )
+        .await?;
         Ok(())
     }
 
@@ -323,63 +335,58 @@ impl Db {
         request_hash: &str,
         stale_after: i64,
     ) -> Result<Idempotency, sqlx::Error> {
-        let id = user_id.to_string();
         let now = now();
-        let inserted = on_pool!(&self.pool, |p| {
-            sqlx::query(
+        let inserted = self
+            .run(
                 "INSERT INTO api_idempotency (user_id, idem_key, request_hash, created_at) \
                  VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                vec![
+                    Arg::from(user_id),
+                    Arg::from(key),
+                    Arg::from(request_hash),
+                    Arg::from(now),
+                ],
             )
-            .bind(&id)
-            .bind(key)
-            .bind(request_hash)
-            .bind(now)
-            .execute(p)
-            .await?
-            .rows_affected()
-        });
+            .await?;
         if inserted == 1 {
             return Ok(Idempotency::Started);
         }
-        let row: Option<StoredTuple> = on_pool!(&self.pool, |p| {
-            sqlx::query_as(
-                "SELECT request_hash, status, headers, body, created_at FROM api_idempotency \
-                 WHERE user_id = $1 AND idem_key = $2",
-            )
-            .bind(&id)
-            .bind(key)
-            .fetch_optional(p)
-            .await?
-        });
-        let Some((hash, status, headers, body, created_at)) = row else {
+        let row = db::fetch_one::<IdempotencyRow>(
+            &self.pool,
+            "SELECT request_hash, status, headers, body, created_at FROM api_idempotency \
+             WHERE user_id = $1 AND idem_key = $2",
+            vec![Arg::from(user_id), Arg::from(key)],
+        )
+        .await?;
+        let Some(row) = row else {
             // Purged in between: try once more as a first use.
             return Box::pin(self.begin_idempotent(user_id, key, request_hash, stale_after)).await;
         };
-        if hash != request_hash {
+        if row.hash != request_hash {
             return Ok(Idempotency::Mismatch);
         }
-        match status {
+        match row.status {
             Some(status) => Ok(Idempotency::Replay(StoredResponse {
                 status: u16::try_from(status).unwrap_or(200),
-                headers: headers
+                headers: row
+                    .headers
                     .and_then(|h| serde_json::from_str(&h).ok())
                     .unwrap_or_default(),
-                body: body.unwrap_or_default(),
+                body: row.body.unwrap_or_default(),
             })),
-            None if now - created_at > stale_after => {
-                let taken = on_pool!(&self.pool, |p| {
-                    sqlx::query(
+            None if now - row.created_at > stale_after => {
+                let taken = self
+                    .run(
                         "UPDATE api_idempotency SET created_at = $3 \
                          WHERE user_id = $1 AND idem_key = $2 AND status IS NULL AND created_at = $4",
+                        vec![
+                            Arg::from(user_id),
+                            Arg::from(key),
+                            Arg::from(now),
+                            Arg::from(row.created_at),
+                        ],
                     )
-                    .bind(&id)
-                    .bind(key)
-                    .bind(now)
-                    .bind(created_at)
-                    .execute(p)
-                    .await?
-                    .rows_affected()
-                });
+                    .await?;
                 Ok(if taken == 1 {
                     Idempotency::Started
                 } else {
@@ -397,51 +404,44 @@ impl Db {
         key: &str,
         response: &StoredResponse,
     ) -> Result<(), sqlx::Error> {
-        let id = user_id.to_string();
         let headers = serde_json::to_string(&response.headers).unwrap_or_else(|_| "[]".into());
-        on_pool!(&self.pool, |p| {
-            sqlx::query(
-                "UPDATE api_idempotency SET status = $3, headers = $4, body = $5 \
-                 WHERE user_id = $1 AND idem_key = $2",
-            )
-            .bind(&id)
-            .bind(key)
-            .bind(i64::from(response.status))
-            .bind(&headers)
-            .bind(&response.body)
-            .execute(p)
-            .await?;
-        });
+        self.run(
+            "UPDATE api_idempotency SET status = $3, headers = $4, body = $5 \
+             WHERE user_id = $1 AND idem_key = $2",
+            vec![
+                Arg::from(user_id),
+                Arg::from(key),
+                Arg::from(i64::from(response.status)),
+                Arg::from(headers),
+                Arg::from(response.body.as_str()),
+            ],
+        )
+        .await?;
         Ok(())
     }
 
     /// Release a key whose request failed (it wrote nothing; it may be sent again).
     pub async fn abandon_idempotent(&self, user_id: Uuid, key: &str) -> Result<(), sqlx::Error> {
-        let id = user_id.to_string();
-        on_pool!(&self.pool, |p| {
-            sqlx::query(
-                "DELETE FROM api_idempotency WHERE user_id = $1 AND idem_key = $2 AND status IS NULL",
-            )
-            .bind(&id)
-            .bind(key)
-            .execute(p)
-            .await?;
-        });
+        self.run(
+            "DELETE FROM api_idempotency WHERE user_id = $1 AND idem_key = $2 AND status IS NULL",
+            vec![Arg::from(user_id), Arg::from(key)],
+        )
+        .await?;
         Ok(())
     }
 
     /// Forget idempotency records and sessions older than `before` (seconds).
     pub async fn purge(&self, idempotency_before: i64) -> Result<(), sqlx::Error> {
-        on_pool!(&self.pool, |p| {
-            sqlx::query("DELETE FROM api_idempotency WHERE created_at < $1")
-                .bind(idempotency_before)
-                .execute(p)
-                .await?;
-            sqlx::query("DELETE FROM api_sessions WHERE expires_at < $1")
-                .bind(now())
-                .execute(p)
-                .await?;
-        });
+        self.run(
+            "DELETE FROM api_idempotency WHERE created_at < $1",
+            vec![Arg::from(idempotency_before)],
+        )
+        .await?;
+        self.run(
+            "DELETE FROM api_sessions WHERE expires_at < $1",
+            vec![Arg::from(now())],
+        )
+        .await?;
         Ok(())
     }
 
@@ -454,48 +454,38 @@ impl Db {
         size: i64,
         content_type: &str,
     ) -> Result<(), sqlx::Error> {
-        on_pool!(&self.pool, |p| {
-            sqlx::query(
-                "INSERT INTO api_files (sha256, size, content_type, created_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (sha256) DO UPDATE SET erased_at = NULL",
-            )
-            .bind(sha256)
-            .bind(size)
-            .bind(content_type)
-            .bind(now())
-            .execute(p)
-            .await?;
-        });
+        self.run(
+            "INSERT INTO api_files (sha256, size, content_type, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (sha256) DO UPDATE SET erased_at = NULL",
+            vec![
+                Arg::from(sha256),
+                Arg::from(size),
+                Arg::from(content_type),
+                Arg::from(now()),
+            ],
+        )
+        .await?;
         Ok(())
     }
 
     /// A file's index entry.
     pub async fn file(&self, sha256: &str) -> Result<Option<FileRow>, sqlx::Error> {
-        let row: Option<(i64, String, Option<i64>)> = on_pool!(&self.pool, |p| {
-            sqlx::query_as("SELECT size, content_type, erased_at FROM api_files WHERE sha256 = $1")
-                .bind(sha256)
-                .fetch_optional(p)
-                .await?
-        });
-        Ok(row.map(|(size, content_type, erased_at)| FileRow {
-            size,
-            content_type,
-            erased: erased_at.is_some(),
-        }))
+        db::fetch_one(
+            &self.pool,
+            "SELECT size, content_type, erased_at FROM api_files WHERE sha256 = $1",
+            vec![Arg::from(sha256)],
+        )
+        .await
     }
 
     /// Record that `sha256` is attached to a ticket of data subject `subject`.
     pub async fn link_file(&self, sha256: &str, subject: Uuid) -> Result<(), sqlx::Error> {
-        on_pool!(&self.pool, |p| {
-            sqlx::query(
-                "INSERT INTO api_file_subjects (sha256, subject_id) VALUES ($1, $2) \
-                 ON CONFLICT (sha256, subject_id) DO NOTHING",
-            )
-            .bind(sha256)
-            .bind(subject.to_string())
-            .execute(p)
-            .await?;
-        });
+        self.run(
+            "INSERT INTO api_file_subjects (sha256, subject_id) VALUES ($1, $2) \
+             ON CONFLICT (sha256, subject_id) DO NOTHING",
+            vec![Arg::from(sha256), Arg::from(subject)],
+        )
+        .await?;
         Ok(())
     }
 
@@ -504,37 +494,25 @@ impl Db {
     /// whose bytes the caller destroys. Repeating it returns them again, so
     /// an erasure interrupted before the bytes were gone can be finished.
     pub async fn erase_files_of(&self, subject: Uuid) -> Result<Vec<String>, sqlx::Error> {
-        let id = subject.to_string();
         let at = now();
-        let only_theirs = "SELECT sha256 FROM api_file_subjects WHERE subject_id = $1 \
+        let only_theirs = "SELECT sha256 AS id FROM api_file_subjects WHERE subject_id = $1 \
              AND sha256 NOT IN (SELECT sha256 FROM api_file_subjects WHERE erased_at IS NULL)";
-        let shas: Vec<String> = on_pool!(&self.pool, |p| {
-            let mut tx = p.begin().await?;
-            sqlx::query(
-                "UPDATE api_file_subjects SET erased_at = $2 WHERE subject_id = $1 AND erased_at IS NULL",
+        let mut tx = db::begin(&self.pool).await?;
+        tx.execute(
+            "UPDATE api_file_subjects SET erased_at = $2 WHERE subject_id = $1 AND erased_at IS NULL",
+            vec![Arg::from(subject), Arg::from(at)],
+        )
+        .await?;
+        let shas: Vec<Id> = tx.fetch(only_theirs, vec![Arg::from(subject)]).await?;
+        let shas: Vec<String> = shas.into_iter().map(|s| s.0).collect();
+        for sha in &shas {
+            tx.execute(
+                "UPDATE api_files SET erased_at = $2 WHERE sha256 = $1 AND erased_at IS NULL",
+                vec![Arg::from(sha.as_str()), Arg::from(at)],
             )
-            .bind(&id)
-            .bind(at)
-            .execute(&mut *tx)
             .await?;
-            let shas: Vec<String> = sqlx::query_scalar(only_theirs)
-                .bind(&id)
-                .fetch_all(&mut *tx)
-                .await?;
-            for sha in &shas {
-                sqlx::query(
-                    "UPDATE api_files SET erased_at = $2 WHERE sha256 = $1 AND erased_at IS NULL",
-                )
-                .bind(sha)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
-            shas
-        });
+        }
+        tx.commit().await?;
         Ok(shas)
     }
 }
-
-type StoredTuple = (String, Option<i64>, Option<String>, Option<String>, i64);

@@ -108,7 +108,7 @@ impl Application {
             settings.audit.max_streams_per_user,
             settings.audit.max_streams,
         ));
-        let db = Db::new(store.pool());
+        let db = Db::new(store.db());
         let state = AppState {
             store: store.clone(),
             vault,

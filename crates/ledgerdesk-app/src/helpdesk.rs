@@ -131,7 +131,7 @@ impl Helpdesk {
     /// The data subject of `email`, if it has one (case and surrounding
     /// whitespace do not matter).
     pub async fn data_subject(&self, email: &str) -> Result<Option<Uuid>, AppError> {
-        subjects::find(&self.store.pool(), email).await
+        subjects::find(&self.store.db(), email).await
     }
 
     /// [`execute`] behind this process's queue for the stream.

@@ -178,7 +178,7 @@ pub async fn seed(
     let mut customers = Vec::with_capacity(CUSTOMERS);
     for i in 0..CUSTOMERS {
         let email = format!("customer{i}@example.org");
-        let subject = subjects::resolve(&store.pool(), &email).await?;
+        let subject = subjects::resolve(&store.db(), &email).await?;
         customers.push((format!("Customer {i}"), email, subject));
     }
 

@@ -5,6 +5,7 @@
 //! outside the immutable log, so a subject can later be erased without
 //! rewriting history (migration `0002_data_subjects.sql`).
 
+use ledgerdesk_store::db::{self, Arg, DbRow, Record};
 use ledgerdesk_store::DbPool;
 use uuid::Uuid;
 
@@ -25,49 +26,37 @@ pub fn normalise_email(email: &str) -> String {
 /// concurrent first tickets from one address share a subject.
 pub async fn resolve(pool: &DbPool, email: &str) -> Result<Uuid, AppError> {
     let email = normalise_email(email);
-    let candidate = Uuid::now_v7().to_string();
+    let candidate = Uuid::now_v7();
     let now = chrono::Utc::now().timestamp_micros();
-    let id: String = match pool {
-        DbPool::Sqlite(p) => {
-            sqlx::query(INSERT)
-                .bind(&candidate)
-                .bind(&email)
-                .bind(now)
-                .execute(p)
-                .await?;
-            sqlx::query_scalar(SELECT).bind(&email).fetch_one(p).await?
-        }
-        DbPool::Postgres(p) => {
-            sqlx::query(INSERT)
-                .bind(&candidate)
-                .bind(&email)
-                .bind(now)
-                .execute(p)
-                .await?;
-            sqlx::query_scalar(SELECT).bind(&email).fetch_one(p).await?
-        }
-    };
+    db::execute(
+        pool,
+        INSERT,
+        vec![
+            Arg::from(candidate),
+            Arg::from(email.as_str()),
+            Arg::from(now),
+        ],
+    )
+    .await?;
+    let found = db::fetch_one::<Subject>(pool, SELECT, vec![Arg::from(email)]).await?;
+    let id = found.ok_or(sqlx::Error::RowNotFound)?.0;
     parse(&id)
 }
 
 /// The subject of `email`, if it has one.
 pub async fn find(pool: &DbPool, email: &str) -> Result<Option<Uuid>, AppError> {
     let email = normalise_email(email);
-    let id: Option<String> = match pool {
-        DbPool::Sqlite(p) => {
-            sqlx::query_scalar(SELECT)
-                .bind(&email)
-                .fetch_optional(p)
-                .await?
-        }
-        DbPool::Postgres(p) => {
-            sqlx::query_scalar(SELECT)
-                .bind(&email)
-                .fetch_optional(p)
-                .await?
-        }
-    };
-    id.as_deref().map(parse).transpose()
+    let found = db::fetch_one::<Subject>(pool, SELECT, vec![Arg::from(email)]).await?;
+    found.map(|s| parse(&s.0)).transpose()
+}
+
+/// The `subject_id` column.
+struct Subject(String);
+
+impl Record for Subject {
+    fn read(row: &dyn DbRow) -> Result<Self, sqlx::Error> {
+        Ok(Subject(row.text("subject_id")?.unwrap_or_default()))
+    }
 }
 
 fn parse(id: &str) -> Result<Uuid, AppError> {

@@ -68,7 +68,7 @@ impl Helpdesk {
             .decide(&TicketCommand::Create(create.clone()))
             .map_err(AppError::rejected)?;
         create.requester_subject = match &email {
-            Some(email) => subjects::resolve(&self.store.pool(), email).await?,
+            Some(email) => subjects::resolve(&self.store.db(), email).await?,
             None => Uuid::now_v7(),
         };
         let mut metadata = actor.metadata();

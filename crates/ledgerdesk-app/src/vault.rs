@@ -24,6 +24,7 @@ use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use chrono::{DateTime, Utc};
 use ledgerdesk_domain::pii::{ERASED, PII_KEY};
+use ledgerdesk_store::db::{self, Arg, DbRow, Dialect, Record};
 use ledgerdesk_store::{
     Appended, Backend, DbPool, EventStore, Head, RecordedEvent, StoreError, StreamAppend,
     StreamRange,
@@ -150,15 +151,15 @@ impl Vault {
             None,
         )
         .await?;
-        if let DbPool::Sqlite(p) = &self.pool {
+        if self.pool.dialect() == Dialect::Sqlite {
             // `secure_delete` zeroed the old rows in the pages, but the
             // write-ahead log still holds earlier copies of those pages:
             // copy it into the database and empty it. Readers in progress
             // can keep it from finishing; the next erasure or SQLite's own
             // checkpoints then overwrite those frames.
-            let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
-                .fetch_one(p)
-                .await?;
+            let busy = db::fetch_one::<Busy>(&self.pool, "PRAGMA wal_checkpoint(TRUNCATE)", vec![])
+                .await?
+                .map_or(0, |b| b.0);
             if busy != 0 {
                 tracing::warn!(%subject, "the write-ahead log could not be emptied after an erasure");
             }
@@ -181,13 +182,9 @@ impl Vault {
     }
 
     async fn has_email(&self, subject: Uuid) -> Result<bool, StoreError> {
-        let sql = "SELECT COUNT(*) FROM data_subjects WHERE subject_id = $1";
-        let id = subject.to_string();
-        let n: i64 = match &self.pool {
-            DbPool::Sqlite(p) => sqlx::query_scalar(sql).bind(&id).fetch_one(p).await?,
-            DbPool::Postgres(p) => sqlx::query_scalar(sql).bind(&id).fetch_one(p).await?,
-        };
-        Ok(n > 0)
+        let sql = "SELECT subject_id, NULL AS key FROM data_subjects WHERE subject_id = $1";
+        let found = db::fetch_one::<KeyRow>(&self.pool, sql, vec![Arg::from(subject)]).await?;
+        Ok(found.is_some())
     }
 
     /// Whether the subject's key is gone.
@@ -211,24 +208,12 @@ impl Vault {
         // Insert-if-absent, then read back whichever key won a race.
         let sql = "INSERT INTO subject_keys (subject_id, key, created_at) VALUES ($1, $2, $3) \
                    ON CONFLICT (subject_id) DO NOTHING";
-        match &self.pool {
-            DbPool::Sqlite(p) => {
-                sqlx::query(sql)
-                    .bind(&id)
-                    .bind(&fresh)
-                    .bind(now)
-                    .execute(p)
-                    .await?;
-            }
-            DbPool::Postgres(p) => {
-                sqlx::query(sql)
-                    .bind(&id)
-                    .bind(&fresh)
-                    .bind(now)
-                    .execute(p)
-                    .await?;
-            }
-        }
+        db::execute(
+            &self.pool,
+            sql,
+            vec![Arg::from(id), Arg::from(fresh), Arg::from(now)],
+        )
+        .await?;
         let key = self
             .keys(&HashSet::from([subject]))
             .await?
@@ -258,23 +243,8 @@ impl Vault {
                 .join(", ");
             let sql =
                 format!("SELECT subject_id, key FROM subject_keys WHERE subject_id IN ({marks})");
-            let rows: Vec<(String, Option<String>)> = match &self.pool {
-                DbPool::Sqlite(p) => {
-                    let mut q = sqlx::query_as(&sql);
-                    for id in chunk {
-                        q = q.bind(id);
-                    }
-                    q.fetch_all(p).await?
-                }
-                DbPool::Postgres(p) => {
-                    let mut q = sqlx::query_as(&sql);
-                    for id in chunk {
-                        q = q.bind(id);
-                    }
-                    q.fetch_all(p).await?
-                }
-            };
-            for (id, key) in rows {
+            let args = chunk.iter().map(|id| Arg::from(id.as_str())).collect();
+            for KeyRow(id, key) in db::fetch::<KeyRow>(&self.pool, &sql, args).await? {
                 let id: Uuid = id
                     .parse()
                     .map_err(|_| corrupt(format!("subject id {id}")))?;
@@ -375,20 +345,34 @@ fn corrupt(reason: String) -> StoreError {
 }
 
 async fn exec(pool: &DbPool, sql: &str, id: &str, at: Option<i64>) -> Result<u64, StoreError> {
-    Ok(match pool {
-        DbPool::Sqlite(p) => sqlx::query(sql)
-            .bind(id)
-            .bind(at)
-            .execute(p)
-            .await?
-            .rows_affected(),
-        DbPool::Postgres(p) => sqlx::query(sql)
-            .bind(id)
-            .bind(at)
-            .execute(p)
-            .await?
-            .rows_affected(),
-    })
+    // Statements without `$2` get no second argument (PostgreSQL counts them).
+    let mut args = vec![Arg::from(id)];
+    if sql.contains("$2") {
+        args.push(Arg::from(at));
+    }
+    Ok(db::execute(pool, sql, args).await?)
+}
+
+/// A subject's id and key (`NULL` once erased).
+struct KeyRow(String, Option<String>);
+
+impl Record for KeyRow {
+    fn read(row: &dyn DbRow) -> Result<Self, sqlx::Error> {
+        Ok(KeyRow(
+            row.text("subject_id")?.unwrap_or_default(),
+            row.text("key")?,
+        ))
+    }
+}
+
+/// The first column of SQLite's `PRAGMA wal_checkpoint`: whether readers
+/// kept it from finishing.
+struct Busy(i64);
+
+impl Record for Busy {
+    fn read(row: &dyn DbRow) -> Result<Self, sqlx::Error> {
+        Ok(Busy(row.int0("busy")?))
+    }
 }
 
 /// The event store as the rest of ledgerdesk sees it: personal data sealed
@@ -405,7 +389,7 @@ pub struct SealedStore {
 impl SealedStore {
     /// Wrap `inner`; the keys live in the same database.
     pub fn new(inner: Arc<dyn EventStore>) -> Self {
-        let vault = Arc::new(Vault::new(inner.pool()));
+        let vault = Arc::new(Vault::new(inner.db()));
         Self { inner, vault }
     }
 
@@ -450,8 +434,8 @@ impl EventStore for SealedStore {
         self.inner.backend()
     }
 
-    fn pool(&self) -> DbPool {
-        self.inner.pool()
+    fn db(&self) -> DbPool {
+        self.inner.db()
     }
 
     async fn append_many(

@@ -848,7 +848,9 @@ fn plan_sql(f: &AuditFilter) -> String {
     )
 }
 
-async fn plans(pool: &DbPool, world: &World) {
+/// Query plans, through a connection of the backend's own (the plan rows
+/// differ by backend, so the store's layer has no shape for them).
+async fn plans(url: &str, world: &World) {
     let mut rng = Rng(7);
     for shape in [
         Shape::AgentActionMonth,
@@ -863,21 +865,24 @@ async fn plans(pool: &DbPool, world: &World) {
         f.to = Some(to);
         let sql = plan_sql(&f);
         println!("\nplan, {} (January):\n  {sql}", shape.label());
-        let lines: Vec<String> = match pool {
-            DbPool::Sqlite(p) => sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .fetch_all(p)
+        let lines: Vec<String> = if url.starts_with("sqlite:") {
+            let mut c = SqliteConnection::connect(url).await.expect("sqlite");
+            sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .fetch_all(&mut c)
                 .await
                 .unwrap()
                 .iter()
                 .map(|r| r.get::<String, _>(3))
-                .collect(),
-            DbPool::Postgres(p) => sqlx::query(&format!("EXPLAIN (ANALYZE, BUFFERS) {sql}"))
-                .fetch_all(p)
+                .collect()
+        } else {
+            let mut c = PgConnection::connect(url).await.expect("postgres");
+            sqlx::query(&format!("EXPLAIN (ANALYZE, BUFFERS) {sql}"))
+                .fetch_all(&mut c)
                 .await
                 .unwrap()
                 .iter()
                 .map(|r| r.get::<String, _>(0))
-                .collect(),
+                .collect()
         };
         for l in lines {
             println!("  {l}");
@@ -909,7 +914,7 @@ async fn run(db: &Db, world: &World, rows: u64, fill_it: bool) {
     let store = ledgerdesk_store::open(&db.url, &OpenOptions::default())
         .await
         .expect("open store");
-    let pool = store.pool();
+    let pool = store.db();
     let n = std::env::var("LEDGERDESK_BENCH_AUDIT_QUERIES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -962,7 +967,7 @@ async fn run(db: &Db, world: &World, rows: u64, fill_it: bool) {
             l.rows as f64 / l.samples.len() as f64
         );
     }
-    plans(&pool, world).await;
+    plans(&db.url, world).await;
 }
 
 fn main() {

@@ -13,7 +13,8 @@
 //!   through the trait.
 //! - [`schema`]: tables as DDL templates shared by the migration, shadow
 //!   rebuilds and as-of files.
-//! - [`db`]: one transaction type for both backends, so SQL is written once.
+//! - [`db`]: the store's database layer (re-exported), through which every
+//!   read model writes its SQL once for both backends.
 //! - [`personal`]: the single place personal data (`payload.pii`) is read.
 //! - One module per read model with its queries: [`tickets`],
 //!   [`conversation`], [`audit`], [`presence`], [`reports`], [`people`]
@@ -22,7 +23,7 @@
 
 pub mod audit;
 pub mod conversation;
-pub mod db;
+pub use ledgerdesk_store::db;
 mod error;
 pub mod people;
 pub mod personal;

@@ -5,6 +5,10 @@
 //! - [`event`]: the record — [`NewEvent`] in, [`RecordedEvent`] out, with
 //!   [`Metadata`] (actor, IP, user agent, correlation) and [`ExpectedVersion`].
 //! - [`store`]: the [`EventStore`] trait the rest of ledgerdesk uses.
+//! - [`db`]: the one way to run SQL beside the log, on either backend
+//!   ([`DbPool`] from [`EventStore::db`], [`db::Tx`], [`db::Arg`],
+//!   [`db::DbRow`]), used by the store's own tables, the app's vault and
+//!   data subjects, the projections and the API's tables.
 //! - `writer` + `plan`: one serialized writer per process with group commit;
 //!   positions and hashes are assigned inside a database-wide lock, so
 //!   positions are gap-free and commit in order (see `docs/adr/0001`). A
@@ -25,6 +29,7 @@
 
 pub mod bundle;
 pub mod checkpoint;
+pub mod db;
 pub mod error;
 pub mod event;
 pub mod hash;
@@ -44,6 +49,7 @@ pub use checkpoint::{
     checkpoint_now, checkpoints, latest_checkpoint, verify_all, AuditReport, Checkpoint,
     CheckpointKey, CheckpointRange, Checkpointer, PublicKey,
 };
+pub use db::DbPool;
 pub use error::{is_unavailable, StoreError};
 pub use event::{
     ActorKind, Appended, Backend, ExpectedVersion, Head, Metadata, NewEvent, RecordedEvent,
@@ -54,7 +60,7 @@ pub use merkle::{
     InclusionProof, MerkleHash,
 };
 pub use plan::MAX_EVENTS_PER_APPEND;
-pub use store::{DbPool, EventStore};
+pub use store::EventStore;
 pub use verify::{verify_chain, VerifyReport};
 pub use writer::{GroupStats, WriterObserver};
 

@@ -23,11 +23,11 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 
+use crate::db::{self, Arg, DbPool, DbRow, Record};
 use crate::event::RecordedEvent;
 use crate::hash::HashedFields;
-use crate::store::{DbPool, EventStore};
+use crate::store::EventStore;
 use crate::StoreError;
 
 /// A 32-byte SHA-256 tree hash; hex in JSON and text.
@@ -569,37 +569,38 @@ const SYNC_PAGE: usize = 2_000;
 /// Rows per INSERT statement.
 const INSERT_CHUNK: usize = 500;
 
-/// Run `$body` with `$p` bound to whichever pool `$pool` holds. The SQL used
-/// inside is the same on both backends. Each arm is boxed as a `Send`
-/// future: it keeps callers' futures provably `Send` (sqlx's executor
-/// lifetimes otherwise defeat the compiler's higher-ranked `Send` check, and
-/// the `Checkpointer` must be spawnable).
-macro_rules! with_pool {
-    ($pool:expr, $p:ident => $body:expr) => {
-        match $pool {
-            DbPool::Sqlite($p) => {
-                let fut: futures::future::BoxFuture<'_, Result<_, AuditError>> =
-                    Box::pin(async { Ok($body) });
-                fut.await?
-            }
-            DbPool::Postgres($p) => {
-                let fut: futures::future::BoxFuture<'_, Result<_, AuditError>> =
-                    Box::pin(async { Ok($body) });
-                fut.await?
-            }
-        }
-    };
+/// A stored node: (level, index) and its hash.
+struct NodeRow(i64, i64, String);
+
+impl Record for NodeRow {
+    fn read(row: &dyn DbRow) -> Result<Self, sqlx::Error> {
+        Ok(NodeRow(
+            row.int0("level")?,
+            row.int0("idx")?,
+            row.text("hash")?.unwrap_or_default(),
+        ))
+    }
 }
-pub(crate) use with_pool;
+
+/// One integer column named `n`.
+struct Count(i64);
+
+impl Record for Count {
+    fn read(row: &dyn DbRow) -> Result<Self, sqlx::Error> {
+        Ok(Count(row.int0("n")?))
+    }
+}
 
 /// How many leaves the stored tree holds.
 pub async fn stored_size(store: &dyn EventStore) -> Result<u64, AuditError> {
-    let pool = store.pool();
-    let n: i64 = with_pool!(&pool, p => sqlx::query_scalar(
-        "SELECT COALESCE(MAX(idx) + 1, 0) FROM merkle_nodes WHERE level = 0",
+    let pool = store.db();
+    let n = db::fetch_one::<Count>(
+        &pool,
+        "SELECT COALESCE(MAX(idx) + 1, 0) AS n FROM merkle_nodes WHERE level = 0",
+        vec![],
     )
-    .fetch_one(p)
-    .await?);
+    .await?
+    .map_or(0, |c| c.0);
     Ok(n.max(0) as u64)
 }
 
@@ -609,7 +610,7 @@ pub async fn stored_size(store: &dyn EventStore) -> Result<u64, AuditError> {
 /// Safe to run from several tasks or processes at once: rows are
 /// deterministic and inserted with `ON CONFLICT DO NOTHING`.
 pub async fn sync_leaves(store: &dyn EventStore) -> Result<u64, AuditError> {
-    let pool = store.pool();
+    let pool = store.db();
     let mut size = stored_size(store).await?;
     let mut frontier = load_frontier(&pool, size).await?;
     loop {
@@ -684,14 +685,11 @@ async fn insert_nodes(pool: &DbPool, rows: &[(u32, u64, MerkleHash)]) -> Result<
             )
         })
         .collect();
-    with_pool!(pool, p => {
-        let mut tx = p.begin().await?;
-        for s in &statements {
-            // Without arguments this runs unprepared (simple query) on both.
-            sqlx::Executor::execute(&mut *tx, s.as_str()).await?;
-        }
-        tx.commit().await?;
-    });
+    let mut tx = db::begin(pool).await?;
+    for s in &statements {
+        tx.script(s).await?;
+    }
+    tx.commit().await?;
     Ok(())
 }
 
@@ -719,13 +717,7 @@ async fn fetch_nodes(
         "SELECT level, idx, hash FROM merkle_nodes WHERE {}",
         filter.join(" OR ")
     );
-    let rows: Vec<(i64, i64, String)> = with_pool!(pool, p => sqlx::raw_sql(&sql)
-        .fetch_all(p)
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-        .collect::<Result<_, sqlx::Error>>()?);
-    for (l, i, h) in rows {
+    for NodeRow(l, i, h) in db::fetch::<NodeRow>(pool, &sql, vec![]).await? {
         out.insert((l as u32, i as u64), MerkleHash::from_hex(&h)?);
     }
     Ok(out)
@@ -780,7 +772,7 @@ async fn range_hashes(
     for (a, b) in ranges {
         node_keys(*a, *b, &mut keys);
     }
-    let nodes = fetch_nodes(&store.pool(), &keys).await?;
+    let nodes = fetch_nodes(&store.db(), &keys).await?;
     ranges
         .iter()
         .map(|(a, b)| compose(*a, *b, &nodes))
@@ -878,18 +870,14 @@ pub(crate) async fn stored_leaves(
     after: u64,
     limit: usize,
 ) -> Result<Vec<(u64, MerkleHash)>, AuditError> {
-    let rows: Vec<(i64, String)> = with_pool!(pool, p => sqlx::query(
-        "SELECT idx, hash FROM merkle_nodes WHERE level = 0 AND idx >= $1 ORDER BY idx LIMIT $2",
+    let rows = db::fetch::<NodeRow>(
+        pool,
+        "SELECT level, idx, hash FROM merkle_nodes WHERE level = 0 AND idx >= $1 ORDER BY idx LIMIT $2",
+        vec![Arg::from(crate::sql::clamp(after)), Arg::from(limit as i64)],
     )
-    .bind(crate::sql::clamp(after))
-    .bind(limit as i64)
-    .fetch_all(p)
-    .await?
-    .iter()
-    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-    .collect::<Result<_, sqlx::Error>>()?);
+    .await?;
     rows.into_iter()
-        .map(|(i, h)| Ok((i.max(0) as u64, MerkleHash::from_hex(&h)?)))
+        .map(|NodeRow(_, i, h)| Ok((i.max(0) as u64, MerkleHash::from_hex(&h)?)))
         .collect()
 }
 

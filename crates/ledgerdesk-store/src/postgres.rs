@@ -17,9 +17,10 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Row};
 use tokio::sync::watch;
 
+use crate::db::{DbPool, Pool};
 use crate::event::{Appended, Backend, Head, RecordedEvent, StreamAppend, StreamRange};
 use crate::plan::{Row as EventRow, Tip};
-use crate::store::{DbPool, EventStore};
+use crate::store::EventStore;
 use crate::writer::{WriteConn, Writer};
 use crate::{sql, OpenOptions, StoreError};
 
@@ -124,8 +125,8 @@ impl EventStore for PostgresStore {
         Backend::Postgres
     }
 
-    fn pool(&self) -> DbPool {
-        DbPool::Postgres(self.pool.clone())
+    fn db(&self) -> DbPool {
+        DbPool(Pool::Postgres(self.pool.clone()))
     }
 
     async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<Vec<Appended>, StoreError> {

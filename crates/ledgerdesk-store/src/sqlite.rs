@@ -17,9 +17,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use tokio::sync::watch;
 
+use crate::db::{DbPool, Pool};
 use crate::event::{Appended, Backend, Head, RecordedEvent, StreamAppend, StreamRange};
 use crate::plan::{Row as EventRow, Tip};
-use crate::store::{DbPool, EventStore};
+use crate::store::EventStore;
 use crate::writer::{WriteConn, Writer};
 use crate::{sql, OpenOptions, StoreError};
 
@@ -114,8 +115,8 @@ impl EventStore for SqliteStore {
         Backend::Sqlite
     }
 
-    fn pool(&self) -> DbPool {
-        DbPool::Sqlite(self.pool.clone())
+    fn db(&self) -> DbPool {
+        DbPool(Pool::Sqlite(self.pool.clone()))
     }
 
     async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<Vec<Appended>, StoreError> {

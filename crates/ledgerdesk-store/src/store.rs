@@ -4,20 +4,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
+use crate::db::DbPool;
 use crate::event::{
     Appended, Backend, ExpectedVersion, Head, NewEvent, RecordedEvent, StreamAppend, StreamRange,
 };
 use crate::StoreError;
-
-/// A connection pool of either backend, for the read models that live in the
-/// same database as the log.
-#[derive(Debug, Clone)]
-pub enum DbPool {
-    /// SQLite.
-    Sqlite(sqlx::SqlitePool),
-    /// PostgreSQL.
-    Postgres(sqlx::PgPool),
-}
 
 /// The append-only event log.
 #[async_trait]
@@ -25,8 +16,9 @@ pub trait EventStore: Send + Sync + 'static {
     /// Which backend this is.
     fn backend(&self) -> Backend;
 
-    /// The pool behind the store (read models share the database).
-    fn pool(&self) -> DbPool;
+    /// The database behind the store, through the typed layer of [`crate::db`]
+    /// (read models, the vault and the API's tables share it).
+    fn db(&self) -> DbPool;
 
     /// Append to several streams atomically: every stream's expected version
     /// must match, or nothing at all is written. Returns once durable.

@@ -35,20 +35,20 @@ fn worker(db: &TestDb) -> Child {
 }
 
 async fn checkpoints(pool: &DbPool) -> Vec<(String, i64)> {
-    let sql = "SELECT name, position FROM projection_checkpoints ORDER BY name";
-    match pool {
-        DbPool::Sqlite(p) => sqlx::query_as(sql).fetch_all(p).await,
-        DbPool::Postgres(p) => sqlx::query_as(sql).fetch_all(p).await,
-    }
-    .unwrap_or_default()
+    let sql = "SELECT name AS v FROM projection_checkpoints ORDER BY name";
+    let names = ledgerdesk_tests::texts(pool, sql, vec![]).await;
+    let sql = "SELECT position AS v FROM projection_checkpoints ORDER BY name";
+    let positions = ledgerdesk_tests::ints(pool, sql, vec![]).await;
+    names
+        .into_iter()
+        .zip(positions)
+        .map(|(n, p)| (n.unwrap_or_default(), p.unwrap_or_default()))
+        .collect()
 }
 
+/// One integer: `sql` selects it as `v`.
 async fn scalar(pool: &DbPool, sql: &str) -> i64 {
-    match pool {
-        DbPool::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await,
-        DbPool::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await,
-    }
-    .expect(sql)
+    ledgerdesk_tests::ints(pool, sql, vec![]).await[0].unwrap_or_default()
 }
 
 async fn wait_until<F, Fut>(what: &str, mut ok: F)
@@ -81,7 +81,7 @@ async fn crash_and_resume(kind: Kind) {
         return;
     };
     let (store, head) = seeded(&db, 30_000).await;
-    let pool = store.pool();
+    let pool = store.db();
     let head = head as i64;
 
     let mut first = worker(&db);
@@ -107,9 +107,12 @@ async fn crash_and_resume(kind: Kind) {
     second.wait().unwrap();
 
     // Nothing skipped: one audit row per event, positions 1..=head.
-    assert_eq!(scalar(&pool, "SELECT COUNT(*) FROM audit_log").await, head);
     assert_eq!(
-        scalar(&pool, "SELECT MAX(position) FROM audit_log").await,
+        scalar(&pool, "SELECT COUNT(*) AS v FROM audit_log").await,
+        head
+    );
+    assert_eq!(
+        scalar(&pool, "SELECT MAX(position) AS v FROM audit_log").await,
         head
     );
     // Nothing applied twice: the live tickets equal a fresh build of the same log.
@@ -155,19 +158,16 @@ async fn postgres_worker_killed_mid_run_resumes_exactly() {
 
 /// Granted lease locks per projection, on PostgreSQL.
 async fn leases(pool: &DbPool) -> Vec<i64> {
-    let DbPool::Postgres(p) = pool else {
-        unreachable!()
-    };
     let mut out = Vec::new();
     for name in NAMES {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 \
+        let n = ledgerdesk_tests::ints(
+            pool,
+            "SELECT COUNT(*) AS v FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 \
              AND ((classid::bigint << 32) | objid::bigint) = $1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            vec![ledgerdesk_store::db::Arg::from(lease_key(name))],
         )
-        .bind(lease_key(name))
-        .fetch_one(p)
-        .await
-        .unwrap();
+        .await[0]
+        .unwrap_or_default();
         out.push(n);
     }
     out
@@ -179,7 +179,7 @@ async fn postgres_one_worker_per_projection_and_a_survivor_takes_over() {
         return;
     };
     let (store, head) = seeded(&db, 3_000).await;
-    let pool = store.pool();
+    let pool = store.db();
 
     let mut a = worker(&db);
     wait_until(
@@ -211,7 +211,7 @@ async fn postgres_one_worker_per_projection_and_a_survivor_takes_over() {
     b.kill().unwrap();
     b.wait().unwrap();
     assert_eq!(
-        scalar(&pool, "SELECT COUNT(*) FROM audit_log").await,
+        scalar(&pool, "SELECT COUNT(*) AS v FROM audit_log").await,
         new_head
     );
 }
@@ -239,9 +239,9 @@ async fn rebuild_and_as_of_from_the_cli(kind: Kind) {
         return;
     };
     let (store, head) = seeded(&db, 3_000).await;
-    let pool = store.pool();
+    let pool = store.db();
     Projector::new(store.clone()).catch_up().await.unwrap();
-    let before = scalar(&pool, "SELECT COUNT(*) FROM audit_log").await;
+    let before = scalar(&pool, "SELECT COUNT(*) AS v FROM audit_log").await;
 
     let out = cli(&db, &["projections", "rebuild", "audit"]);
     assert!(
@@ -249,7 +249,7 @@ async fn rebuild_and_as_of_from_the_cli(kind: Kind) {
         "{out}"
     );
     assert_eq!(
-        scalar(&pool, "SELECT COUNT(*) FROM audit_log").await,
+        scalar(&pool, "SELECT COUNT(*) AS v FROM audit_log").await,
         before
     );
     assert_eq!(before, head as i64);
@@ -269,9 +269,12 @@ async fn rebuild_and_as_of_from_the_cli(kind: Kind) {
     );
     assert!(out.contains("as of position 1000"), "{out}");
     let then = ledgerdesk_projections::open_as_of(&file).await.unwrap();
-    assert_eq!(scalar(&then, "SELECT COUNT(*) FROM audit_log").await, 1000);
     assert_eq!(
-        scalar(&then, "SELECT MAX(position) FROM audit_log").await,
+        scalar(&then, "SELECT COUNT(*) AS v FROM audit_log").await,
+        1000
+    );
+    assert_eq!(
+        scalar(&then, "SELECT MAX(position) AS v FROM audit_log").await,
         1000
     );
     let _ = std::fs::remove_file(file);

@@ -280,7 +280,7 @@ struct AuditPageView {
 pub async fn page(state: web::Data<AppState>, cx: Cx, req: HttpRequest) -> PageResult {
     let chrome = Chrome::of(&state, &req, "/console/audit").await?;
     let form = Form::parse(req.query_string());
-    let pool = state.store.pool();
+    let pool = state.store.db();
 
     let selected = |list: &[String], v: &str| list.iter().any(|a| a == v);
     let mut groups: Vec<Group> = Vec::new();

@@ -317,7 +317,7 @@ pub async fn search(
     let mut filter = p.filter;
     // An export is a snapshot: what the view held when it started.
     filter.before_position = Some(p.cursor.unwrap_or(position.saturating_add(1)));
-    let pool = state.store.pool();
+    let pool = state.store.db();
     let (content_type, extension) = match format {
         Format::Csv => ("text/csv; charset=utf-8", "csv"),
         _ => ("application/x-ndjson", "ndjson"),
@@ -357,7 +357,7 @@ async fn search_page(state: &AppState, cx: &Cx, p: Params) -> Result<AuditPage, 
     let mut filter = p.filter;
     filter.before_position = Some(p.cursor.unwrap_or(position.saturating_add(1)));
     filter.limit = p.limit;
-    let page = audit::search(&state.store.pool(), &filter).await?;
+    let page = audit::search(&state.store.db(), &filter).await?;
     let next_cursor = page
         .next_cursor
         .and_then(|c| c.parse().ok())
@@ -601,7 +601,7 @@ async fn feed_once(
             rows: Vec::new(),
         }));
     }
-    let pool = state.store.pool();
+    let pool = state.store.db();
     loop {
         let after = feed.position.load(Ordering::SeqCst);
         let filter = AuditFilter {
@@ -689,7 +689,7 @@ impl Follower {
             .audit_feed
             .stream_reads
             .fetch_add(1, Ordering::SeqCst);
-        let page = audit::search(&self.state.store.pool(), &filter)
+        let page = audit::search(&self.state.store.db(), &filter)
             .await
             .map_err(stream_failed)?;
         Ok(page.items)

@@ -318,7 +318,7 @@ async fn read_past(state: &AppState, id: Uuid, until: u64) -> Result<Read, ApiEr
     // at or before the point is later than that event.
     let position = row.position;
     reached(state, "conversation", Some(position)).await?;
-    let merged_from = conversation::links(&state.store.pool(), id, Some(position))
+    let merged_from = conversation::links(&state.store.db(), id, Some(position))
         .await?
         .into_iter()
         .filter(|l| l.relation == "merged_from")
@@ -349,7 +349,7 @@ async fn read_now(
     };
     let tickets_at = reached(state, "tickets", Some(target)).await?;
     let conversation_at = reached(state, "conversation", Some(target)).await?;
-    let pool = state.store.pool();
+    let pool = state.store.db();
     let row = ticket_rows::get(&pool, id)
         .await?
         .ok_or_else(|| not_found(id, false))?;

@@ -92,7 +92,7 @@ pub async fn list(
     let limit = paging::limit(page.limit)?;
     let position = reached(&state, "people", page.min_position).await?;
     let found = ledgerdesk_projections::people::departments(
-        &state.store.pool(),
+        &state.store.db(),
         Some(limit),
         page.cursor.as_deref(),
     )

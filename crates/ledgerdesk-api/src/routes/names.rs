@@ -36,7 +36,7 @@ pub async fn names(
     user_ids: &[Uuid],
     department_ids: &[Uuid],
 ) -> Result<Names, ApiError> {
-    let found = people::names(&state.store.pool(), user_ids, department_ids).await?;
+    let found = people::names(&state.store.db(), user_ids, department_ids).await?;
     Ok(Names {
         users: found.users,
         departments: found.departments,

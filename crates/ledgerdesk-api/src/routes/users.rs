@@ -259,7 +259,7 @@ pub async fn user_view(
     min_position: Option<u64>,
 ) -> Result<HttpResponse, ApiError> {
     let position = reached(state, "people", min_position).await?;
-    let person = people::user(&state.store.pool(), id)
+    let person = people::user(&state.store.db(), id)
         .await?
         .ok_or_else(|| ApiError::NotFound {
             code: "user_not_found",
@@ -341,7 +341,7 @@ pub async fn list(
     let position = reached(&state, "people", page.min_position).await?;
     let hidden: Vec<Uuid> = state.db.system_user().await?.into_iter().collect();
     let found = people::users(
-        &state.store.pool(),
+        &state.store.db(),
         &hidden,
         Some(limit),
         page.cursor.as_deref(),

@@ -121,7 +121,7 @@ pub async fn ticket_page(state: &AppState, q: TicketQuery) -> Result<TicketPage,
         limit: Some(limit),
         cursor: q.cursor,
     };
-    let page = tickets::list(&state.store.pool(), &filter).await?;
+    let page = tickets::list(&state.store.db(), &filter).await?;
     Ok(TicketPage {
         items: page.items,
         next_cursor: page.next_cursor,
@@ -177,7 +177,7 @@ pub async fn agent_report(
     query: Query<ReportQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (from, to) = range(&query)?;
-    let rows = reports::agents(&state.store.pool(), from, to).await?;
+    let rows = reports::agents(&state.store.db(), from, to).await?;
     Ok(HttpResponse::Ok().json(report(from, to, rows)))
 }
 
@@ -194,7 +194,7 @@ pub async fn department_report(
     query: Query<ReportQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (from, to) = range(&query)?;
-    let rows = reports::departments(&state.store.pool(), from, to).await?;
+    let rows = reports::departments(&state.store.db(), from, to).await?;
     Ok(HttpResponse::Ok().json(report(from, to, rows)))
 }
 
@@ -252,7 +252,7 @@ pub async fn time_report(
         from: q.from,
         to: q.to,
     })?;
-    let rows = reports::time(&state.store.pool(), group, from, to, Utc::now()).await?;
+    let rows = reports::time(&state.store.db(), group, from, to, Utc::now()).await?;
     Ok(HttpResponse::Ok().json(TimeReport {
         from,
         to,

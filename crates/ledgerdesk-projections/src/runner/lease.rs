@@ -1,7 +1,8 @@
 //! The right to run one projection (or one rebuild) across processes.
 
 use ledgerdesk_store::DbPool;
-use sqlx::Connection;
+
+use crate::db;
 
 /// The advisory-lock key of a lease: FNV-1a of the name, stable across
 /// processes and builds.
@@ -18,7 +19,7 @@ pub fn lease_key(name: &str) -> i64 {
 /// lock held by a dedicated connection; on SQLite always granted.
 pub(super) struct Lease {
     key: i64,
-    conn: Option<sqlx::PgConnection>,
+    conn: Option<db::Session>,
     held: bool,
 }
 
@@ -36,18 +37,11 @@ impl Lease {
     }
 
     pub(super) async fn acquire(&mut self, pool: &DbPool) -> Result<bool, sqlx::Error> {
-        let DbPool::Postgres(pg) = pool else {
-            self.held = true;
-            return Ok(true);
-        };
         if self.conn.is_none() {
-            self.conn = Some(pg.acquire().await?.detach());
+            self.conn = Some(pool.session().await?);
         }
-        let conn = self.conn.as_mut().expect("connection just set");
-        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(self.key)
-            .fetch_one(&mut *conn)
-            .await?;
+        let conn = self.conn.as_mut().expect("session just set");
+        let got = conn.try_lock(self.key).await?;
         self.held = got;
         Ok(got)
     }
@@ -55,7 +49,7 @@ impl Lease {
     pub(super) async fn alive(&mut self) -> bool {
         match &mut self.conn {
             None => self.held,
-            Some(conn) => self.held && conn.ping().await.is_ok(),
+            Some(conn) => self.held && conn.alive().await,
         }
     }
 
@@ -63,7 +57,7 @@ impl Lease {
         self.held = false;
         if let Some(conn) = self.conn.take() {
             // Closing the session releases its advisory locks.
-            let _ = conn.close().await;
+            conn.close().await;
         }
     }
 }

@@ -88,9 +88,12 @@ pub struct ProjectionFailure {
     pub failed_at: Option<DateTime<Utc>>,
 }
 
-impl Record for (String, ProjectionFailure) {
+/// A row of `projection_failures`: the projection's name and its failure.
+pub(super) struct FailureRow(String, ProjectionFailure);
+
+impl Record for FailureRow {
     fn read(row: &dyn DbRow) -> Result<Self, sqlx::Error> {
-        Ok((
+        Ok(FailureRow(
             row.text("name")?.unwrap_or_default(),
             ProjectionFailure {
                 position: row.int0("position")?.max(0) as u64,
@@ -251,7 +254,7 @@ impl Projector {
     }
 
     fn pool(&self) -> DbPool {
-        self.inner.store.pool()
+        self.inner.store.db()
     }
 
     fn projection(&self, name: &str) -> Result<Arc<dyn Projection>, ProjectionError> {

@@ -153,8 +153,7 @@ impl Projector {
         out: &Path,
     ) -> Result<u64, ProjectionError> {
         let _ = std::fs::remove_file(out);
-        let pool = open_sqlite_file(out, true).await?;
-        let target = DbPool::Sqlite(pool.clone());
+        let target = DbPool::open_sqlite_file(out, true).await?;
         let mut tx = db::begin(&target).await?;
         tx.batch(&CHECKPOINTS.create_table(Dialect::Sqlite, CHECKPOINTS.name))
             .await?;
@@ -181,7 +180,7 @@ impl Projector {
                 }
             }
         }
-        pool.close().await;
+        target.close().await;
         Ok(position)
     }
 }
@@ -214,16 +213,5 @@ pub async fn build_as_of_time(
 
 /// Open an as-of file for queries.
 pub async fn open_as_of(path: &Path) -> Result<DbPool, ProjectionError> {
-    Ok(DbPool::Sqlite(open_sqlite_file(path, false).await?))
-}
-
-async fn open_sqlite_file(path: &Path, create: bool) -> Result<sqlx::SqlitePool, ProjectionError> {
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(create)
-        .synchronous(sqlx::sqlite::SqliteSynchronous::Normal);
-    Ok(sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(2)
-        .connect_with(options)
-        .await?)
+    Ok(DbPool::open_sqlite_file(path, false).await?)
 }

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use chrono::DateTime;
 
 use super::{
-    now_us, ProjectionFailure, ProjectionHealth, ProjectionStatus, Projector, Step, WorkerState,
+    now_us, FailureRow, ProjectionFailure, ProjectionHealth, ProjectionStatus, Projector, Step,
+    WorkerState,
 };
 use crate::db::{self, Dialect};
 use crate::error::ProjectionError;
@@ -17,12 +18,13 @@ impl Projector {
     /// Every failed projection, from the database (so across processes).
     pub async fn failures(&self) -> Result<Vec<(String, ProjectionFailure)>, ProjectionError> {
         self.failures_table().await;
-        Ok(db::fetch(
+        let rows: Vec<FailureRow> = db::fetch(
             &self.pool(),
             "SELECT name, position, error, failed_at FROM projection_failures ORDER BY name",
             vec![],
         )
-        .await?)
+        .await?;
+        Ok(rows.into_iter().map(|FailureRow(n, f)| (n, f)).collect())
     }
 
     /// Position, state and failure count of each projection as this

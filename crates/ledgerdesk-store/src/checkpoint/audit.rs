@@ -139,7 +139,7 @@ pub async fn verify_all(
     store: &dyn EventStore,
     public_key: &PublicKey,
 ) -> Result<AuditReport, AuditError> {
-    let pool = store.pool();
+    let pool = store.db();
     let cps = all_checkpoints(store).await?;
     let mut chain = ChainVerifier::default();
     let mut chain_break: Option<ChainBreak> = None;

@@ -9,12 +9,12 @@ use base64::Engine;
 use chrono::{DateTime, SecondsFormat, Utc};
 use ed25519_dalek::{Signer, Verifier};
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 
 use super::key::{CheckpointKey, PublicKey};
 use super::CHECKPOINT_FORMAT;
-use crate::merkle::{self, with_pool, AuditError, MerkleHash};
-use crate::store::{DbPool, EventStore};
+use crate::db::{self, Arg, DbPool, DbRow, Pool, Record};
+use crate::merkle::{self, AuditError, MerkleHash};
+use crate::store::EventStore;
 
 // Signing lives beside the checkpoint it makes, so the key knows nothing of
 // checkpoints.
@@ -117,27 +117,41 @@ fn truncate_micros(t: DateTime<Utc>) -> DateTime<Utc> {
 
 const CHECKPOINT_COLUMNS: &str = "seq, tree_size, root_hash, signed_at, key_id, signature";
 
-fn decode_checkpoint<R>(row: &R) -> Result<Checkpoint, AuditError>
-where
-    R: Row,
-    usize: sqlx::ColumnIndex<R>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    let seq: i64 = row.try_get(0)?;
+/// A checkpoint row as stored; checked by [`decode_checkpoint`].
+struct CheckpointRow {
+    seq: i64,
+    tree_size: i64,
+    root: String,
+    signed_at: i64,
+    key_id: String,
+    signature: String,
+}
+
+impl Record for CheckpointRow {
+    fn read(row: &dyn DbRow) -> Result<Self, sqlx::Error> {
+        Ok(CheckpointRow {
+            seq: row.int0("seq")?,
+            tree_size: row.int0("tree_size")?,
+            root: row.text("root_hash")?.unwrap_or_default(),
+            signed_at: row.int0("signed_at")?,
+            key_id: row.text("key_id")?.unwrap_or_default(),
+            signature: row.text("signature")?.unwrap_or_default(),
+        })
+    }
+}
+
+fn decode_checkpoint(row: CheckpointRow) -> Result<Checkpoint, AuditError> {
+    let seq = row.seq;
     let corrupt =
         |reason: &str| AuditError::Corrupt(format!("checkpoint {seq} is unreadable: {reason}"));
-    let tree_size: i64 = row.try_get(1)?;
-    let root: String = row.try_get(2)?;
-    let signed_at: i64 = row.try_get(3)?;
     Ok(Checkpoint {
         seq: seq.max(0) as u64,
-        tree_size: u64::try_from(tree_size).map_err(|_| corrupt("negative tree size"))?,
-        root_hash: MerkleHash::from_hex(&root).map_err(|_| corrupt("root hash"))?,
-        signed_at: DateTime::from_timestamp_micros(signed_at)
+        tree_size: u64::try_from(row.tree_size).map_err(|_| corrupt("negative tree size"))?,
+        root_hash: MerkleHash::from_hex(&row.root).map_err(|_| corrupt("root hash"))?,
+        signed_at: DateTime::from_timestamp_micros(row.signed_at)
             .ok_or_else(|| corrupt("signed_at"))?,
-        key_id: row.try_get(4)?,
-        signature: row.try_get(5)?,
+        key_id: row.key_id,
+        signature: row.signature,
     })
 }
 
@@ -147,13 +161,12 @@ async fn query_checkpoints(
     binds: &[i64],
 ) -> Result<Vec<Checkpoint>, AuditError> {
     let sql = format!("SELECT {CHECKPOINT_COLUMNS} FROM checkpoints {filter}");
-    with_pool!(pool, p => {
-        let mut q = sqlx::query(&sql);
-        for b in binds {
-            q = q.bind(*b);
-        }
-        q.fetch_all(p).await?.iter().map(decode_checkpoint).collect()
-    })
+    let args = binds.iter().map(|b| Arg::from(*b)).collect();
+    db::fetch::<CheckpointRow>(pool, &sql, args)
+        .await?
+        .into_iter()
+        .map(decode_checkpoint)
+        .collect()
 }
 
 /// Sync the tree with the log, then sign and store a checkpoint of it, even
@@ -163,10 +176,19 @@ pub async fn checkpoint_now(
     store: &dyn EventStore,
     key: &CheckpointKey,
 ) -> Result<Checkpoint, AuditError> {
-    let lock = SignLock::take(&store.pool(), false).await?;
+    let lock = SignLock::take(&store.db(), false).await?;
     let signed = sign(store, key).await;
     lock.release().await;
     signed
+}
+
+/// The `seq` a checkpoint insert returns.
+struct Seq(i64);
+
+impl Record for Seq {
+    fn read(row: &dyn DbRow) -> Result<Self, sqlx::Error> {
+        Ok(Seq(row.int0("seq")?))
+    }
 }
 
 /// How often [`sign`] re-syncs when a larger tree was signed meanwhile.
@@ -179,7 +201,7 @@ async fn sign(store: &dyn EventStore, key: &CheckpointKey) -> Result<Checkpoint,
     // PostgreSQL; the guard in the insert also orders them on SQLite,
     // where a CLI (`ledgerdesk export`) may sign beside the server. A
     // refused insert means a larger tree was signed meanwhile: sync again.
-    let pool = store.pool();
+    let pool = store.db();
     let sql = "INSERT INTO checkpoints (tree_size, root_hash, signed_at, key_id, signature) \
                SELECT $1, $2, $3, $4, $5 \
                WHERE NOT EXISTS (SELECT 1 FROM checkpoints WHERE tree_size > $1) \
@@ -188,14 +210,14 @@ async fn sign(store: &dyn EventStore, key: &CheckpointKey) -> Result<Checkpoint,
         let size = merkle::sync_leaves(store).await?;
         let root = merkle::tree_root(store, size).await?;
         let mut cp = key.sign(size, root, Utc::now());
-        let seq: Option<i64> = with_pool!(&pool, p => sqlx::query_scalar(sql)
-            .bind(crate::sql::clamp(cp.tree_size))
-            .bind(cp.root_hash.to_hex())
-            .bind(cp.signed_at.timestamp_micros())
-            .bind(&cp.key_id)
-            .bind(&cp.signature)
-            .fetch_optional(p)
-            .await?);
+        let args = vec![
+            Arg::from(crate::sql::clamp(cp.tree_size)),
+            Arg::from(cp.root_hash.to_hex()),
+            Arg::from(cp.signed_at.timestamp_micros()),
+            Arg::from(cp.key_id.as_str()),
+            Arg::from(cp.signature.as_str()),
+        ];
+        let seq = db::fetch_one::<Seq>(&pool, sql, args).await?.map(|s| s.0);
         if let Some(seq) = seq {
             cp.seq = seq.max(0) as u64;
             tracing::debug!(tree_size = cp.tree_size, root = %cp.root_hash, "signed a checkpoint");
@@ -208,7 +230,7 @@ async fn sign(store: &dyn EventStore, key: &CheckpointKey) -> Result<Checkpoint,
 /// The most recent checkpoint.
 pub async fn latest_checkpoint(store: &dyn EventStore) -> Result<Option<Checkpoint>, AuditError> {
     Ok(
-        query_checkpoints(&store.pool(), "ORDER BY seq DESC LIMIT 1", &[])
+        query_checkpoints(&store.db(), "ORDER BY seq DESC LIMIT 1", &[])
             .await?
             .pop(),
     )
@@ -221,7 +243,7 @@ pub async fn checkpoint_covering(
     position: u64,
 ) -> Result<Option<Checkpoint>, AuditError> {
     Ok(query_checkpoints(
-        &store.pool(),
+        &store.db(),
         "WHERE tree_size >= $1 ORDER BY seq LIMIT 1",
         &[crate::sql::clamp(position)],
     )
@@ -235,7 +257,7 @@ pub async fn checkpoint_at_or_before(
     tree_size: u64,
 ) -> Result<Option<Checkpoint>, AuditError> {
     Ok(query_checkpoints(
-        &store.pool(),
+        &store.db(),
         "WHERE tree_size <= $1 ORDER BY seq DESC LIMIT 1",
         &[crate::sql::clamp(tree_size)],
     )
@@ -273,7 +295,7 @@ pub async fn checkpoints(
     range: CheckpointRange,
 ) -> Result<Vec<Checkpoint>, AuditError> {
     query_checkpoints(
-        &store.pool(),
+        &store.db(),
         "WHERE seq > $1 AND signed_at >= $2 AND signed_at <= $3 ORDER BY seq LIMIT $4",
         &[
             crate::sql::clamp(range.after_seq),
@@ -334,7 +356,7 @@ impl Checkpointer {
         store: &dyn EventStore,
         key: &CheckpointKey,
     ) -> Result<Option<Checkpoint>, AuditError> {
-        let lock = SignLock::take(&store.pool(), true).await?;
+        let lock = SignLock::take(&store.db(), true).await?;
         let judged = async {
             let latest = latest_checkpoint(store).await?;
             let head = store.head().await?.position;
@@ -439,8 +461,8 @@ impl SignLock {
     /// another session holds the lock.
     async fn take(pool: &DbPool, try_only: bool) -> Result<Self, AuditError> {
         use sqlx::ConnectOptions as _;
-        Ok(match pool {
-            DbPool::Postgres(p) => {
+        Ok(match &pool.0 {
+            Pool::Postgres(p) => {
                 let mut conn = p.connect_options().connect().await?;
                 if try_only {
                     let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
@@ -460,7 +482,7 @@ impl SignLock {
                 }
                 SignLock::Postgres(conn)
             }
-            DbPool::Sqlite(_) => SignLock::None,
+            Pool::Sqlite(_) => SignLock::None,
         })
     }
 

@@ -1,6 +1,10 @@
-//! The thin layer that lets each projection write its SQL once for both
-//! backends: a transaction of either kind, dynamically typed bind values
-//! ([`Arg`]) and rows read by column name ([`DbRow`]).
+//! The one way ledgerdesk runs SQL outside the event writer: a handle on the
+//! database ([`DbPool`], which [`EventStore::db`](crate::EventStore::db)
+//! gives out), a transaction of either kind ([`Tx`]), dynamically typed bind
+//! values ([`Arg`]) and rows read by column name ([`DbRow`]). The store's own
+//! tables (Merkle tree, checkpoints), the vault, data subjects, the read
+//! models and the API's tables all go through it, so SQL is written once for
+//! both backends and no caller holds a backend's raw pool.
 //!
 //! Both dialects accept `$N` parameters, `INSERT … ON CONFLICT … DO UPDATE`
 //! with `excluded.`, row-value comparisons and `ALTER TABLE … RENAME TO`;
@@ -10,11 +14,99 @@
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use ledgerdesk_store::DbPool;
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Postgres, Row, Sqlite, Transaction};
+use sqlx::{Connection, PgPool, Postgres, Row, Sqlite, SqlitePool, Transaction};
+use std::path::Path;
 use uuid::Uuid;
+
+/// The database behind a store, for everything that lives beside the log
+/// (read models, the vault, the API's tables). Opaque: SQL on it goes
+/// through this module's functions, never through a backend's own pool.
+#[derive(Debug, Clone)]
+pub struct DbPool(pub(crate) Pool);
+
+/// The backend's pool, for the store's own code (the writer, advisory locks).
+#[derive(Debug, Clone)]
+pub(crate) enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl DbPool {
+    /// Its dialect.
+    pub fn dialect(&self) -> Dialect {
+        Dialect::of(self)
+    }
+
+    /// A SQLite file of its own, apart from the store's database (as-of
+    /// builds of a read model); created when `create`.
+    pub async fn open_sqlite_file(path: &Path, create: bool) -> Result<Self, sqlx::Error> {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(create)
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Normal);
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await?;
+        Ok(DbPool(Pool::Sqlite(pool)))
+    }
+
+    /// Close its connections.
+    pub async fn close(&self) {
+        match &self.0 {
+            Pool::Sqlite(p) => p.close().await,
+            Pool::Postgres(p) => p.close().await,
+        }
+    }
+
+    /// A session of its own for advisory locks, which belong to the
+    /// session that took them. On PostgreSQL one connection kept out of the
+    /// pool, so that closing it (also by a crash) releases its locks; on
+    /// SQLite, where one process writes, there are no sessions and every
+    /// lock is granted.
+    pub async fn session(&self) -> Result<Session, sqlx::Error> {
+        Ok(Session(match &self.0 {
+            Pool::Sqlite(_) => None,
+            Pool::Postgres(p) => Some(p.acquire().await?.detach()),
+        }))
+    }
+}
+
+/// See [`DbPool::session`].
+#[derive(Debug)]
+pub struct Session(Option<sqlx::PgConnection>);
+
+impl Session {
+    /// Take the advisory lock `key` if it is free; whether it was taken.
+    pub async fn try_lock(&mut self, key: i64) -> Result<bool, sqlx::Error> {
+        match &mut self.0 {
+            None => Ok(true),
+            Some(conn) => {
+                sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                    .bind(key)
+                    .fetch_one(&mut *conn)
+                    .await
+            }
+        }
+    }
+
+    /// Whether the session still answers (its locks are held while it does).
+    pub async fn alive(&mut self) -> bool {
+        match &mut self.0 {
+            None => true,
+            Some(conn) => conn.ping().await.is_ok(),
+        }
+    }
+
+    /// End the session, which releases its advisory locks.
+    pub async fn close(self) {
+        if let Some(conn) = self.0 {
+            let _ = conn.close().await;
+        }
+    }
+}
 
 /// Which SQL dialect a connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,9 +120,9 @@ pub enum Dialect {
 impl Dialect {
     /// The dialect of a pool.
     pub fn of(pool: &DbPool) -> Self {
-        match pool {
-            DbPool::Sqlite(_) => Dialect::Sqlite,
-            DbPool::Postgres(_) => Dialect::Postgres,
+        match pool.0 {
+            Pool::Sqlite(_) => Dialect::Sqlite,
+            Pool::Postgres(_) => Dialect::Postgres,
         }
     }
 
@@ -249,9 +341,9 @@ pub enum Tx {
 
 /// Begin a transaction on `pool`.
 pub async fn begin(pool: &DbPool) -> Result<Tx, sqlx::Error> {
-    Ok(match pool {
-        DbPool::Sqlite(p) => Tx::Sqlite(p.begin().await?),
-        DbPool::Postgres(p) => Tx::Postgres(p.begin().await?),
+    Ok(match &pool.0 {
+        Pool::Sqlite(p) => Tx::Sqlite(p.begin().await?),
+        Pool::Postgres(p) => Tx::Postgres(p.begin().await?),
     })
 }
 
@@ -260,9 +352,9 @@ pub async fn begin(pool: &DbPool) -> Result<Tx, sqlx::Error> {
 /// connection had committed (SQLITE_BUSY_SNAPSHOT, which no busy timeout
 /// waits out), so a rebuild's pages failed while the live worker ran.
 pub async fn begin_write(pool: &DbPool) -> Result<Tx, sqlx::Error> {
-    Ok(match pool {
-        DbPool::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
-        DbPool::Postgres(p) => Tx::Postgres(p.begin().await?),
+    Ok(match &pool.0 {
+        Pool::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+        Pool::Postgres(p) => Tx::Postgres(p.begin().await?),
     })
 }
 
@@ -289,6 +381,22 @@ impl Tx {
                     .rows_affected(),
                 Tx::Postgres(tx) => bind_args!(sqlx::query(sql), args)
                     .execute(&mut **tx)
+                    .await?
+                    .rows_affected(),
+            })
+        }
+        .boxed()
+    }
+
+    /// Run a script without parameters, unprepared (see [`script`]).
+    pub fn script<'a>(&'a mut self, sql: &'a str) -> BoxFuture<'a, Result<u64, sqlx::Error>> {
+        async move {
+            Ok(match self {
+                // A bare `&str` runs unprepared (simple query) on both.
+                Tx::Sqlite(tx) => sqlx::Executor::execute(&mut **tx, sql)
+                    .await?
+                    .rows_affected(),
+                Tx::Postgres(tx) => sqlx::Executor::execute(&mut **tx, sql)
                     .await?
                     .rows_affected(),
             })
@@ -449,40 +557,74 @@ pub fn upsert_clause(key: &[&str], columns: &[&str]) -> String {
     )
 }
 
-/// Fetch rows from a pool.
-pub async fn fetch<T: Record>(
+/// Fetch rows from a pool. Boxed, like [`Tx::fetch`]: sqlx's executor
+/// lifetimes otherwise defeat the compiler's higher-ranked `Send` check on
+/// callers' futures (the checkpointer and workers must be spawnable).
+pub fn fetch<'a, T: Record + Send + 'a>(
+    pool: &'a DbPool,
+    sql: &'a str,
+    args: Vec<Arg>,
+) -> BoxFuture<'a, Result<Vec<T>, sqlx::Error>> {
+    async move {
+        match &pool.0 {
+            Pool::Sqlite(p) => bind_args!(sqlx::query(sql), args)
+                .fetch_all(p)
+                .await?
+                .iter()
+                .map(|r| T::read(r))
+                .collect(),
+            Pool::Postgres(p) => bind_args!(sqlx::query(sql), args)
+                .fetch_all(p)
+                .await?
+                .iter()
+                .map(|r| T::read(r))
+                .collect(),
+        }
+    }
+    .boxed()
+}
+
+/// The first row, if any.
+pub async fn fetch_one<T: Record + Send>(
     pool: &DbPool,
     sql: &str,
     args: Vec<Arg>,
-) -> Result<Vec<T>, sqlx::Error> {
-    match pool {
-        DbPool::Sqlite(p) => bind_args!(sqlx::query(sql), args)
-            .fetch_all(p)
-            .await?
-            .iter()
-            .map(|r| T::read(r))
-            .collect(),
-        DbPool::Postgres(p) => bind_args!(sqlx::query(sql), args)
-            .fetch_all(p)
-            .await?
-            .iter()
-            .map(|r| T::read(r))
-            .collect(),
-    }
+) -> Result<Option<T>, sqlx::Error> {
+    Ok(fetch::<T>(pool, sql, args).await?.into_iter().next())
 }
 
-/// Run one statement on a pool.
-pub async fn execute(pool: &DbPool, sql: &str, args: Vec<Arg>) -> Result<u64, sqlx::Error> {
-    Ok(match pool {
-        DbPool::Sqlite(p) => bind_args!(sqlx::query(sql), args)
-            .execute(p)
-            .await?
-            .rows_affected(),
-        DbPool::Postgres(p) => bind_args!(sqlx::query(sql), args)
-            .execute(p)
-            .await?
-            .rows_affected(),
-    })
+/// Run one statement on a pool; the number of rows it touched.
+pub fn execute<'a>(
+    pool: &'a DbPool,
+    sql: &'a str,
+    args: Vec<Arg>,
+) -> BoxFuture<'a, Result<u64, sqlx::Error>> {
+    async move {
+        Ok(match &pool.0 {
+            Pool::Sqlite(p) => bind_args!(sqlx::query(sql), args)
+                .execute(p)
+                .await?
+                .rows_affected(),
+            Pool::Postgres(p) => bind_args!(sqlx::query(sql), args)
+                .execute(p)
+                .await?
+                .rows_affected(),
+        })
+    }
+    .boxed()
+}
+
+/// Run a script without parameters, unprepared: several statements, which
+/// may hold `;` of their own (trigger bodies), or one-off statements that
+/// would only fill the statement cache. The number of rows touched.
+pub fn script<'a>(pool: &'a DbPool, sql: &'a str) -> BoxFuture<'a, Result<u64, sqlx::Error>> {
+    async move {
+        Ok(match &pool.0 {
+            Pool::Sqlite(p) => sqlx::raw_sql(sql).execute(p).await?.rows_affected(),
+            Pool::Postgres(p) => sqlx::raw_sql(sql).execute(p).await?.rows_affected(),
+        })
+    }
+    .boxed()
 }
 
 /// Escape `%`, `_` and `\` for a `LIKE … ESCAPE '\'` pattern and wrap the
