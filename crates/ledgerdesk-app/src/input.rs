@@ -158,6 +158,17 @@ pub struct DepartmentRename {
     pub name: String,
 }
 
+/// Changes a department's name and/or activity in one append.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct DepartmentUpdate {
+    /// New name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `false` deactivates, `true` reactivates.
+    #[serde(default)]
+    pub active: Option<bool>,
+}
+
 /// Sets (or, with `null`, unsets) an account setting.
 #[derive(Debug, Clone, Deserialize)]
 pub struct SettingChange {

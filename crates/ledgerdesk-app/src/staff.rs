@@ -216,6 +216,23 @@ impl Helpdesk {
             .await
     }
 
+    /// Renames and/or (de)activates a department as one append, guarded
+    /// by `expected_version` as a whole.
+    pub async fn update_department(
+        &self,
+        actor: &Actor,
+        department_id: Uuid,
+        input: input::DepartmentUpdate,
+        expected_version: Option<u64>,
+    ) -> Result<Outcome, AppError> {
+        let command = DepartmentCommand::Update {
+            name: input.name,
+            active: input.active,
+        };
+        self.on_department(actor, department_id, expected_version, command)
+            .await
+    }
+
     /// Sets (or, with `null`, unsets) an account setting. The outcome's id is
     /// nil: the settings are one account-wide stream.
     pub async fn change_setting(

@@ -28,6 +28,16 @@ pub enum DepartmentCommand {
     Deactivate,
     /// Undo [`DepartmentCommand::Deactivate`].
     Reactivate,
+    /// Change the name and/or the activity at once: one decision, so the
+    /// events are appended together or not at all. An `active` that is
+    /// already so changes nothing; a change that changes nothing at all
+    /// is refused.
+    Update {
+        /// New name.
+        name: Option<String>,
+        /// `false` deactivates, `true` reactivates.
+        active: Option<bool>,
+    },
 }
 
 /// Something that happened to a department.
@@ -222,6 +232,28 @@ impl Aggregate for Department {
                 Err(DepartmentError::NoChange { field: "active" })
             }
             C::Reactivate => Ok(vec![E::Reactivated { department_id }]),
+            C::Update { name, active } => {
+                if name.is_none() && active.is_none() {
+                    return Err(DepartmentError::NoChange {
+                        field: "department",
+                    });
+                }
+                let mut events = match name {
+                    Some(name) => self.decide(&C::Rename { name: name.clone() })?,
+                    None => Vec::new(),
+                };
+                match active {
+                    Some(false) if !self.deactivated => {
+                        events.push(E::Deactivated { department_id })
+                    }
+                    Some(true) if self.deactivated => events.push(E::Reactivated { department_id }),
+                    _ => {}
+                }
+                if events.is_empty() {
+                    return Err(DepartmentError::NoChange { field: "active" });
+                }
+                Ok(events)
+            }
         }
     }
 }
@@ -240,6 +272,49 @@ mod tests {
             department_id: D,
             name: "Billing".into(),
         }
+    }
+
+    #[test]
+    fn update_renames_and_deactivates_in_one_decision() {
+        given::<Department>([created()])
+            .when(C::Update {
+                name: Some("Invoices".into()),
+                active: Some(false),
+            })
+            .then_events(vec![
+                E::Renamed {
+                    department_id: D,
+                    from: "Billing".into(),
+                    to: "Invoices".into(),
+                },
+                E::Deactivated { department_id: D },
+            ]);
+        // An activity it already has is no change on its own …
+        given::<Department>([created()])
+            .when(C::Update {
+                name: None,
+                active: Some(true),
+            })
+            .then_error(DepartmentError::NoChange { field: "active" });
+        // … but leaves a rename alone.
+        given::<Department>([created()])
+            .when(C::Update {
+                name: Some("Invoices".into()),
+                active: Some(true),
+            })
+            .then_events(vec![E::Renamed {
+                department_id: D,
+                from: "Billing".into(),
+                to: "Invoices".into(),
+            }]);
+        given::<Department>([created()])
+            .when(C::Update {
+                name: None,
+                active: None,
+            })
+            .then_error(DepartmentError::NoChange {
+                field: "department",
+            });
     }
 
     #[test]

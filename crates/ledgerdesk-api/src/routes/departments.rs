@@ -127,7 +127,8 @@ pub struct UpdateDepartment {
     pub active: Option<bool>,
 }
 
-/// Rename, deactivate or reactivate a department (admins).
+/// Rename, deactivate or reactivate a department (admins): the changes
+/// are one append, written together or not at all.
 #[utoipa::path(
     patch,
     path = "/api/v1/departments/{id}",
@@ -142,57 +143,14 @@ pub async fn update(
     path: web::Path<IdPath>,
     Json(body): Json<UpdateDepartment>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = path.id;
-    let Some((current, _)) = state.helpdesk.department(id).await? else {
-        return Err(ApiError::NotFound {
-            code: "department_not_found",
-            detail: format!("department {id} does not exist"),
-        });
+    let update = input::DepartmentUpdate {
+        name: body.name,
+        active: body.active,
     };
-    if body.name.is_none() && body.active.is_none() {
-        return Err(ApiError::unprocessable(
-            "no_change",
-            "department",
-            "send at least one of name, active",
-        ));
-    }
-    // Each change is its own event; If-Match guards the first one.
-    let mut expected = cx.if_match;
-    let mut outcome = None;
-    if let Some(name) = body.name {
-        let done = state
-            .helpdesk
-            .rename_department(&cx.actor, id, input::DepartmentRename { name }, expected)
-            .await?;
-        expected = Some(done.version);
-        outcome = Some(done);
-    }
-    match body.active {
-        Some(false) if !current.deactivated => {
-            outcome = Some(
-                state
-                    .helpdesk
-                    .deactivate_department(&cx.actor, id, expected)
-                    .await?,
-            );
-        }
-        Some(true) if current.deactivated => {
-            outcome = Some(
-                state
-                    .helpdesk
-                    .reactivate_department(&cx.actor, id, expected)
-                    .await?,
-            );
-        }
-        _ => {}
-    }
-    let Some(outcome) = outcome else {
-        return Err(ApiError::unprocessable(
-            "no_change",
-            "active",
-            "the department is already in that state",
-        ));
-    };
+    let outcome = state
+        .helpdesk
+        .update_department(&cx.actor, path.id, update, cx.if_match)
+        .await?;
     settle(&state, outcome.position).await?;
     Ok(HttpResponse::Ok()
         .insert_header((actix_web::http::header::ETAG, etag(outcome.version)))
