@@ -468,7 +468,7 @@ async fn refusals_write_nothing(db: &TestDb) {
         "split_takes_all",
     );
     match helpdesk.act(&agent, missing, None, public("anyone?")).await {
-        Err(e @ AppError::NotFound { .. }) => assert_eq!(e.status_code(), 404),
+        Err(e @ AppError::NotFound { .. }) => assert_eq!(e.code(), "ticket_not_found"),
         other => panic!("message on a missing ticket: {other:?}"),
     }
     let unchanged = TicketAction::ChangeTags {
@@ -693,7 +693,7 @@ async fn expected_version_mismatch_writes_nothing(db: &TestDb) {
             .await
         {
             Err(e @ AppError::PreconditionFailed { current: 1 }) => {
-                assert_eq!(e.status_code(), 412)
+                assert_eq!(e.code(), "precondition_failed")
             }
             other => panic!("stale version {stale} accepted: {other:?}"),
         }

@@ -3,12 +3,11 @@
 //! and the first admin, with `bootstrap.admin_password` or a generated
 //! password logged once at warn level.
 
-use ledgerdesk_app::{input, Actor};
+use ledgerdesk_app::{input, Actor, AppError};
 use uuid::Uuid;
 
-use crate::auth::{generated_password, normalise_email};
+use crate::auth::generated_password;
 use crate::configuration::BootstrapSettings;
-use crate::db::UserRow;
 use crate::state::AppState;
 
 /// The system account's email (not deliverable on purpose).
@@ -32,22 +31,6 @@ async fn create(
     system: bool,
 ) -> Result<Option<Uuid>, BootstrapError> {
     let id = Uuid::now_v7();
-    let row = UserRow {
-        id,
-        email: normalise_email(email),
-        name: name.to_string(),
-        role: role.to_string(),
-        department_id: None,
-        active: true,
-    };
-    if !state
-        .db
-        .reserve_user(&row, system)
-        .await
-        .map_err(|e| failed("cannot reserve the user", e))?
-    {
-        return Ok(None);
-    }
     let new = input::NewUser {
         user_id: Some(id),
         name: name.to_string(),
@@ -55,18 +38,23 @@ async fn create(
         role: role.to_string(),
         department_id: None,
     };
-    if let Err(e) = state.helpdesk.create_user(&Actor::system(), new).await {
-        let _ = state.db.unreserve_user(id).await;
-        return Err(failed(&format!("cannot create {email}"), e));
+    match state
+        .helpdesk
+        .create_account(&Actor::system(), new, system)
+        .await
+    {
+        Ok(_) => Ok(Some(id)),
+        // Another process bootstrapped meanwhile.
+        Err(AppError::EmailTaken) => Ok(None),
+        Err(e) => Err(failed(&format!("cannot create {email}"), e)),
     }
-    Ok(Some(id))
 }
 
 /// Create the system account and the first admin when there are no users.
 pub async fn run(state: &AppState, settings: &BootstrapSettings) -> Result<(), BootstrapError> {
     let users = state
-        .db
-        .count_users()
+        .helpdesk
+        .account_count()
         .await
         .map_err(|e| failed("cannot count users", e))?;
     if users > 0 {

@@ -1,17 +1,14 @@
-//! The API's own tables (migration `0010_api.sql`): accounts (the email
-//! reservation that keeps emails unique, the system flag, and the role and
-//! activity sessions are checked against), credentials, sessions,
-//! idempotency records and uploaded files. The user and department lists
-//! are the `people` projection's; `api_departments` and the name and
-//! department columns of `api_users` are no longer read (landed migrations
-//! stay as they are).
+//! The API's own tables (migration `0010_api.sql`): credentials, sessions,
+//! idempotency records and uploaded files. Accounts (`api_users`: the email
+//! reservation, role and activity) are the app's, through
+//! [`ledgerdesk_store::accounts`]; sessions and logins read them. The user
+//! and department lists are the `people` projection's; `api_departments`
+//! is no longer read (landed migrations stay as they are).
 //! The SQL is the same on both backends (`$n` placeholders, `ON CONFLICT`,
 //! integer seconds) and runs through the store's layer ([`ledgerdesk_store::db`]).
 
 use ledgerdesk_store::db::{self, Arg, DbRow, Record};
 use ledgerdesk_store::DbPool;
-use serde::Serialize;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// Seconds since the Unix epoch.
@@ -23,23 +20,6 @@ pub fn now() -> i64 {
 #[derive(Debug, Clone)]
 pub struct Db {
     pool: DbPool,
-}
-
-/// A user as the list shows it (and as an account is reserved).
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
-pub struct UserRow {
-    /// The user id.
-    pub id: Uuid,
-    /// Login email (lowercase).
-    pub email: String,
-    /// Display name.
-    pub name: String,
-    /// `agent`, `admin` or `auditor`.
-    pub role: String,
-    /// Home department.
-    pub department_id: Option<Uuid>,
-    /// Whether the user may log in and act.
-    pub active: bool,
 }
 
 fn parse_uuid(s: &str) -> Uuid {
@@ -114,15 +94,6 @@ impl Record for Id {
     }
 }
 
-/// One integer column named `n`.
-struct Count(i64);
-
-impl Record for Count {
-    fn read(row: &dyn DbRow) -> Result<Self, sqlx::Error> {
-        Ok(Count(row.int0("n")?))
-    }
-}
-
 impl Record for LoginRow {
     fn read(row: &dyn DbRow) -> Result<Self, sqlx::Error> {
         Ok(LoginRow {
@@ -185,67 +156,6 @@ impl Db {
         db::execute(&self.pool, sql, args).await
     }
 
-    /// Users that are not the system account, by email.
-    pub async fn count_users(&self) -> Result<i64, sqlx::Error> {
-        let n = db::fetch_one::<Count>(&self.pool, "SELECT COUNT(*) AS n FROM api_users", vec![])
-            .await?;
-        Ok(n.map_or(0, |c| c.0))
-    }
-
-    /// Reserve a user row (before the event is written; removed again if the
-    /// command is refused). False if the email is taken.
-    pub async fn reserve_user(&self, row: &UserRow, system: bool) -> Result<bool, sqlx::Error> {
-        let sql = "INSERT INTO api_users (user_id, email, name, role, department_id, active, system, created_at) \
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING";
-        let args = vec![
-            Arg::from(row.id),
-            Arg::from(row.email.as_str()),
-            Arg::from(row.name.as_str()),
-            Arg::from(row.role.as_str()),
-            Arg::from(row.department_id),
-            Arg::from(row.active),
-            Arg::from(system),
-            Arg::from(now()),
-        ];
-        Ok(self.run(sql, args).await? == 1)
-    }
-
-    /// Remove a reserved user whose creation was refused.
-    pub async fn unreserve_user(&self, id: Uuid) -> Result<(), sqlx::Error> {
-        self.run(
-            "DELETE FROM api_credentials WHERE user_id = $1",
-            vec![Arg::from(id)],
-        )
-        .await?;
-        self.run(
-            "DELETE FROM api_users WHERE user_id = $1",
-            vec![Arg::from(id)],
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// Copy a user's role and activity (from its stream, after a command)
-    /// into the account that sessions and logins are checked against.
-    pub async fn update_account(
-        &self,
-        id: Uuid,
-        role: &str,
-        active: bool,
-    ) -> Result<(), sqlx::Error> {
-        let sql = "UPDATE api_users SET role = $2, active = $3 WHERE user_id = $1";
-        self.run(sql, vec![Arg::from(id), Arg::from(role), Arg::from(active)])
-            .await?;
-        Ok(())
-    }
-
-    /// The system account that records what happens to unknown accounts.
-    pub async fn system_user(&self) -> Result<Option<Uuid>, sqlx::Error> {
-        let sql = "SELECT user_id AS id FROM api_users WHERE system = TRUE LIMIT 1";
-        let row = db::fetch_one::<Id>(&self.pool, sql, vec![]).await?;
-        Ok(row.map(|id| parse_uuid(&id.0)))
-    }
-
     /// Set (or replace) a password hash.
     pub async fn set_password(&self, user_id: Uuid, hash: &str) -> Result<(), sqlx::Error> {
         let sql = "INSERT INTO api_credentials (user_id, password_hash, updated_at) VALUES ($1, $2, $3) \
@@ -263,13 +173,6 @@ impl Db {
         let sql = "SELECT u.user_id, c.password_hash, u.active FROM api_users u \
                    JOIN api_credentials c ON c.user_id = u.user_id WHERE u.email = $1";
         db::fetch_one(&self.pool, sql, vec![Arg::from(email)]).await
-    }
-
-    /// The user id of an email, with or without credentials.
-    pub async fn user_by_email(&self, email: &str) -> Result<Option<Uuid>, sqlx::Error> {
-        let sql = "SELECT user_id AS id FROM api_users WHERE email = $1 AND system = FALSE";
-        let row = db::fetch_one::<Id>(&self.pool, sql, vec![Arg::from(email)]).await?;
-        Ok(row.map(|id| parse_uuid(&id.0)))
     }
 
     /// Open a session.

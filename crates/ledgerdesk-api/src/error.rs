@@ -384,6 +384,10 @@ impl From<AppError> for ApiError {
                 code: "conflict",
                 detail: "the resource kept changing; send the request again".into(),
             },
+            AppError::AlreadyErased { .. } | AppError::EmailTaken => ApiError::Conflict {
+                code: e.code(),
+                detail: e.to_string(),
+            },
             AppError::PreconditionFailed { current } => ApiError::PreconditionFailed { current },
             AppError::Invalid { field, message } => ApiError::BadRequest {
                 code: "invalid_input",
@@ -424,6 +428,53 @@ mod tests {
         assert_eq!(p.type_, "https://ledgerdesk.dev/problems/ticket-closed");
         assert_eq!(p.title, "Ticket closed");
         assert_eq!(p.field.as_deref(), Some("status"));
+    }
+
+    #[test]
+    fn each_app_error_has_its_http_status_and_code() {
+        let id = uuid::Uuid::nil();
+        let cases = [
+            (
+                AppError::NotFound {
+                    what: "subject",
+                    id,
+                },
+                404,
+                "subject_not_found",
+            ),
+            (
+                AppError::Conflict {
+                    stream_id: "user-x".into(),
+                    attempts: 5,
+                },
+                409,
+                "conflict",
+            ),
+            (AppError::EmailTaken, 409, "email_taken"),
+            (
+                AppError::AlreadyErased { subject: id },
+                409,
+                "already_erased",
+            ),
+            (
+                AppError::PreconditionFailed { current: 3 },
+                412,
+                "precondition_failed",
+            ),
+            (
+                AppError::Invalid {
+                    field: "actor",
+                    message: "missing".into(),
+                },
+                400,
+                "invalid_input",
+            ),
+        ];
+        for (error, status, code) in cases {
+            let e = ApiError::from(error);
+            assert_eq!(e.status_code().as_u16(), status, "{e:?}");
+            assert_eq!(e.problem().code, code, "{e:?}");
+        }
     }
 
     #[test]

@@ -91,22 +91,18 @@ pub enum AppError {
     /// ([`StoreError::Unavailable`]), HTTP 503: the client may retry later.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Another user has this email. HTTP 409.
+    #[error("another user has this email")]
+    EmailTaken,
+    /// The data subject's personal data is already erased. HTTP 409.
+    #[error("the personal data of data subject {subject} is already erased")]
+    AlreadyErased {
+        /// The data subject.
+        subject: Uuid,
+    },
 }
 
 impl AppError {
-    /// The HTTP status this error stands for.
-    pub fn status_code(&self) -> u16 {
-        match self {
-            AppError::Rejected(_) => 422,
-            AppError::NotFound { .. } => 404,
-            AppError::Conflict { .. } => 409,
-            AppError::PreconditionFailed { .. } => 412,
-            AppError::Invalid { .. } => 400,
-            AppError::Store(e) if e.is_unavailable() => 503,
-            AppError::Store(_) => 500,
-        }
-    }
-
     /// A stable machine code for the response body.
     pub fn code(&self) -> &'static str {
         match self {
@@ -115,21 +111,16 @@ impl AppError {
                 "ticket" => "ticket_not_found",
                 "user" => "user_not_found",
                 "department" => "department_not_found",
+                "subject" => "subject_not_found",
                 _ => "not_found",
             },
             AppError::Conflict { .. } => "conflict",
+            AppError::AlreadyErased { .. } => "already_erased",
+            AppError::EmailTaken => "email_taken",
             AppError::PreconditionFailed { .. } => "precondition_failed",
             AppError::Invalid { .. } => "invalid_input",
             AppError::Store(e) if e.is_unavailable() => "database_unavailable",
             AppError::Store(_) => "internal",
-        }
-    }
-
-    /// The refusal, when this is [`AppError::Rejected`].
-    pub fn refusal(&self) -> Option<&DomainRefusal> {
-        match self {
-            AppError::Rejected(r) => Some(r),
-            _ => None,
         }
     }
 
@@ -149,20 +140,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_variant_has_its_http_status() {
+    fn each_variant_has_its_code() {
         let refusal = DomainRefusal::from(TicketError::Closed);
         assert_eq!(
             (refusal.code, refusal.field),
             ("ticket_closed", None::<&str>)
         );
         let cases = [
-            (AppError::Rejected(refusal), 422, "ticket_closed"),
+            (AppError::Rejected(refusal), "ticket_closed"),
             (
                 AppError::NotFound {
                     what: "ticket",
                     id: Uuid::nil(),
                 },
-                404,
                 "ticket_not_found",
             ),
             (
@@ -170,12 +160,10 @@ mod tests {
                     stream_id: "ticket-x".into(),
                     attempts: 5,
                 },
-                409,
                 "conflict",
             ),
             (
                 AppError::PreconditionFailed { current: 3 },
-                412,
                 "precondition_failed",
             ),
             (
@@ -183,23 +171,17 @@ mod tests {
                     field: "actor",
                     message: "missing".into(),
                 },
-                400,
                 "invalid_input",
             ),
-            (AppError::Store(StoreError::Closed), 500, "internal"),
+            (AppError::Store(StoreError::Closed), "internal"),
             (
                 AppError::from(sqlx::Error::PoolTimedOut),
-                503,
                 "database_unavailable",
             ),
-            (AppError::from(sqlx::Error::RowNotFound), 500, "internal"),
+            (AppError::from(sqlx::Error::RowNotFound), "internal"),
         ];
-        for (error, status, code) in cases {
-            assert_eq!(
-                (error.status_code(), error.code()),
-                (status, code),
-                "{error}"
-            );
+        for (error, code) in cases {
+            assert_eq!(error.code(), code, "{error}");
         }
     }
 

@@ -23,12 +23,18 @@
 //!   becomes the store's [`Metadata`](ledgerdesk_store::Metadata).
 //! - [`history`]: a stream as people read it (label, description,
 //!   before/after per event), for ticket history and `ledgerdesk replay`.
+//! - [`accounts`]: creating and changing users together with their login
+//!   account (email reservation, undo on refusal, role and activity for
+//!   sessions), for the API and the bootstrap alike.
+//! - [`privacy`]: erasing a data subject (the event, their files, their key,
+//!   in that order).
 //! - [`subjects`]: data subjects, the random ids that personal data in the log
 //!   is filed under, mapped from emails in a table outside the log.
 //! - [`error`]: [`AppError`], keeping business refusals apart from failures,
 //!   each variant with its HTTP meaning.
 #![deny(missing_docs)]
 
+pub mod accounts;
 pub mod actor;
 pub mod error;
 pub mod handler;
@@ -36,6 +42,7 @@ pub mod helpdesk;
 pub mod history;
 pub mod input;
 mod locks;
+pub mod privacy;
 pub mod seed;
 mod staff;
 pub mod subjects;

@@ -332,6 +332,13 @@ pub enum UserError {
         /// The field.
         field: &'static str,
     },
+    /// An admin deactivating themselves or giving up their own admin role:
+    /// the last admin could lock everyone out.
+    #[error("an admin cannot deactivate themselves or give up their own admin role")]
+    CannotChangeSelf {
+        /// `role` or `active`.
+        field: &'static str,
+    },
     /// Leaving a ticket the user is not viewing.
     #[error("ticket_id {ticket_id} is not being viewed")]
     NotViewing {
@@ -349,6 +356,7 @@ impl UserError {
             UserError::AlreadyExists => "user_exists",
             UserError::Deactivated => "user_deactivated",
             UserError::NoChange { .. } => "no_change",
+            UserError::CannotChangeSelf { .. } => "cannot_change_self",
             UserError::NotViewing { .. } => "not_viewing",
         }
     }
@@ -357,11 +365,24 @@ impl UserError {
     pub fn field(&self) -> Option<&'static str> {
         match self {
             UserError::Field(e) => Some(e.field()),
-            UserError::NoChange { field } => Some(field),
+            UserError::NoChange { field } | UserError::CannotChangeSelf { field } => Some(field),
             UserError::NotViewing { .. } => Some("ticket_id"),
             UserError::NotFound | UserError::AlreadyExists | UserError::Deactivated => None,
         }
     }
+}
+
+/// Whether an admin may make this change to their own account: not
+/// deactivate themselves, nor take a role other than admin (`role` as sent,
+/// before it is checked).
+pub fn check_own_change(role: Option<&str>, active: Option<bool>) -> Result<(), UserError> {
+    if role.is_some_and(|r| r.trim() != "admin") {
+        return Err(UserError::CannotChangeSelf { field: "role" });
+    }
+    if active == Some(false) {
+        return Err(UserError::CannotChangeSelf { field: "active" });
+    }
+    Ok(())
 }
 
 /// A user's state.
@@ -680,6 +701,20 @@ mod tests {
     const U: Uuid = Uuid::from_u128(1);
     const TICKET: Uuid = Uuid::from_u128(9);
     const DEPT: Uuid = Uuid::from_u128(3);
+
+    #[test]
+    fn an_admin_keeps_their_own_admin_role_and_activity() {
+        assert_eq!(check_own_change(Some(" admin "), Some(true)), Ok(()));
+        assert_eq!(check_own_change(None, None), Ok(()));
+        assert_eq!(
+            check_own_change(Some("agent"), Some(false)),
+            Err(UserError::CannotChangeSelf { field: "role" })
+        );
+        assert_eq!(
+            check_own_change(None, Some(false)),
+            Err(UserError::CannotChangeSelf { field: "active" })
+        );
+    }
 
     fn created() -> UserEvent {
         E::Created {

@@ -24,9 +24,13 @@
 //!   [`verify_all`] (`audit`).
 //! - [`bundle`]: evidence bundles of a range of events, verifiable offline.
 //!
+//! - [`accounts`]: login accounts beside the user streams (email
+//!   reservation, role and activity for sessions).
+//!
 //! [`open`] picks the backend from the URL.
 #![deny(missing_docs)]
 
+pub mod accounts;
 pub mod bundle;
 pub mod checkpoint;
 pub mod db;

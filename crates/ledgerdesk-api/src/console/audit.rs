@@ -301,7 +301,7 @@ pub async fn page(state: web::Data<AppState>, cx: Cx, req: HttpRequest) -> PageR
             });
         }
     }
-    let hidden: Vec<Uuid> = state.db.system_user().await?.into_iter().collect();
+    let hidden: Vec<Uuid> = state.helpdesk.system_account().await?.into_iter().collect();
     let (people_rows, department_rows) = super::people_and_departments(&pool, &hidden).await?;
     let agents = people_rows
         .into_iter()

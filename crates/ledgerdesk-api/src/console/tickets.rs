@@ -122,7 +122,7 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> PageResult {
     let chrome = Chrome::of(&state, &req, "/console/tickets").await?;
     let p = pairs(&req);
     let pool = state.store.db();
-    let hidden: Vec<Uuid> = state.db.system_user().await?.into_iter().collect();
+    let hidden: Vec<Uuid> = state.helpdesk.system_account().await?.into_iter().collect();
     let (people_rows, dept_rows) = super::people_and_departments(&pool, &hidden).await?;
     let mut view = ListPage {
         chrome: Some(chrome),
@@ -480,7 +480,7 @@ async fn ticket_page(
     let staff = matches!(chrome.role, "agent" | "admin");
     let forms = if staff && when.is_none() {
         let pool = state.store.db();
-        let hidden: Vec<Uuid> = state.db.system_user().await?.into_iter().collect();
+        let hidden: Vec<Uuid> = state.helpdesk.system_account().await?.into_iter().collect();
         let assignee = view.assignee.as_ref().map(|a| a.id.to_string());
         let department = view.department.as_ref().map(|d| d.id.to_string());
         let (people_rows, dept_rows) = super::people_and_departments(&pool, &hidden).await?;

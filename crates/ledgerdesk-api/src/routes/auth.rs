@@ -22,9 +22,9 @@ use uuid::Uuid;
 use ledgerdesk_domain::fields::limits::EMAIL_MAX;
 
 use crate::auth::{new_token, normalise_email, token_hash, LimitKey, ThrottleReport};
-use crate::db::UserRow;
 use crate::error::ApiError;
 use crate::extract::{actor_of, Cx, Json};
+use crate::routes::users::UserRow;
 use crate::routes::users::{own_view, UserView};
 use crate::routes::{command_ok, CommandResult};
 use crate::state::AppState;
@@ -70,7 +70,7 @@ async fn record_failure(
             state.helpdesk.fail_login(actor, id, failure).await?;
         }
         None => {
-            let Some(system) = state.db.system_user().await? else {
+            let Some(system) = state.helpdesk.system_account().await? else {
                 tracing::warn!("no system account to record a login failure on");
                 return Ok(());
             };
@@ -97,11 +97,11 @@ async fn record_throttle(
     let reason = format!("too_many_attempts ({} refused)", report.refused);
     match report.key {
         LimitKey::Account(email) => {
-            let user_id = state.db.user_by_email(&email).await?;
+            let user_id = state.helpdesk.account_by_email(&email).await?;
             record_failure(state, actor, user_id, &reason).await
         }
         LimitKey::Address(ip) => {
-            let Some(system) = state.db.system_user().await? else {
+            let Some(system) = state.helpdesk.system_account().await? else {
                 tracing::warn!("no system account to record a login throttle on");
                 return Ok(());
             };

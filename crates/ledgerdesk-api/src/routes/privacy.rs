@@ -6,7 +6,6 @@
 //! holds the same bytes.
 
 use actix_web::{web, HttpResponse};
-use ledgerdesk_app::SubjectStatus;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -80,36 +79,13 @@ pub async fn erase(
     };
     // Uploads wait while this erasure runs (see `AppState::files_lock`).
     let _files = state.files_lock.lock().await;
-    match state.vault.status(subject).await? {
-        SubjectStatus::Unknown => {
-            return Err(ApiError::NotFound {
-                code: "subject_not_found",
-                detail: format!("no personal data is filed under data subject {subject}"),
-            })
-        }
-        SubjectStatus::Erased => {
-            // Finishes an erasure whose files were not all destroyed (or
-            // one made before files were erased at all).
-            routes::files::erase_files_of(&state, subject).await?;
-            return Err(ApiError::Conflict {
-                code: "already_erased",
-                detail: format!("the personal data of data subject {subject} is already erased"),
-            });
-        }
-        SubjectStatus::Held => {}
-    }
-    // The event first: data never reads `[erased]` without the log saying
-    // who erased it and when. Should destroying the key then fail, the
-    // subject is still held and the admin can simply try again.
-    let outcome = state
+    let erased = state
         .helpdesk
-        .record_erasure(&cx.actor, cx.caller.user_id, subject)
+        .erase_subject(&state.vault, &cx.actor, subject, |subject| {
+            routes::files::erase_files_of(&state, subject)
+        })
         .await?;
-    // The files before the key: should destroying them fail, the subject
-    // is still held and a repeated request finishes both.
-    let files = routes::files::erase_files_of(&state, subject).await?;
-    state.vault.erase(subject).await?;
-    tracing::info!(%subject, position = outcome.position, files, "personal data erased");
+    let outcome = erased.outcome;
     Ok(HttpResponse::Ok().json(ErasureResult {
         subject,
         erased: true,

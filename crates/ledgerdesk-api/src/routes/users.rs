@@ -10,15 +10,15 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
+use ledgerdesk_app::accounts::AccountUpdate;
 use ledgerdesk_app::input;
 use ledgerdesk_projections::people;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::auth::{normalise_email, Role, PASSWORD_MAX, PASSWORD_MIN};
+use crate::auth::{Role, PASSWORD_MAX, PASSWORD_MIN};
 use crate::consistency::reached;
-use crate::db::UserRow;
 use crate::error::ApiError;
 use crate::extract::{Cx, Json, Query};
 use crate::paging;
@@ -98,6 +98,23 @@ impl From<people::Person> for UserView {
             version: p.version,
         }
     }
+}
+
+/// A user as the list shows it (and as an account is reserved).
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+pub struct UserRow {
+    /// The user id.
+    pub id: Uuid,
+    /// Login email (lowercase).
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// `agent`, `admin` or `auditor`.
+    pub role: String,
+    /// Home department.
+    pub department_id: Option<Uuid>,
+    /// Whether the user may log in and act.
+    pub active: bool,
 }
 
 /// A page of users.
@@ -195,34 +212,6 @@ async fn hash_password(state: &AppState, password: String) -> Result<String, Api
         .map_err(|e| ApiError::internal(e.to_string()))
 }
 
-async fn check_department(state: &AppState, id: Option<Uuid>) -> Result<(), ApiError> {
-    if let Some(id) = id {
-        if state.helpdesk.department(id).await?.is_none() {
-            return Err(ApiError::unprocessable(
-                "department_not_found",
-                "department_id",
-                format!("department {id} does not exist"),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Copy a user's role and activity from its stream into the account that
-/// sessions are checked against; whether the user is now active.
-pub async fn refresh_account(state: &AppState, id: Uuid) -> Result<bool, ApiError> {
-    let (user, _) = state
-        .helpdesk
-        .user(id)
-        .await?
-        .ok_or_else(|| ApiError::internal("a user just written has no stream"))?;
-    state
-        .db
-        .update_account(id, user.role.as_str(), !user.deactivated)
-        .await?;
-    Ok(!user.deactivated)
-}
-
 /// 200 with the caller's own view, folded from the user stream: a
 /// session's own account must answer even before (or without) the
 /// projection.
@@ -286,23 +275,8 @@ pub async fn create(
     Json(body): Json<CreateUser>,
 ) -> Result<HttpResponse, ApiError> {
     check_password(&body.password)?;
-    check_department(&state, body.department_id).await?;
     let hash = hash_password(&state, body.password).await?;
     let id = Uuid::now_v7();
-    let row = UserRow {
-        id,
-        email: normalise_email(&body.email),
-        name: body.name.clone(),
-        role: body.role.clone(),
-        department_id: body.department_id,
-        active: true,
-    };
-    if !state.db.reserve_user(&row, false).await? {
-        return Err(ApiError::Conflict {
-            code: "email_taken",
-            detail: "another user has this email".into(),
-        });
-    }
     let new_user = input::NewUser {
         user_id: Some(id),
         name: body.name,
@@ -310,13 +284,10 @@ pub async fn create(
         role: body.role,
         department_id: body.department_id,
     };
-    let outcome = match state.helpdesk.create_user(&cx.actor, new_user).await {
-        Ok(outcome) => outcome,
-        Err(e) => {
-            state.db.unreserve_user(id).await?;
-            return Err(e.into());
-        }
-    };
+    let outcome = state
+        .helpdesk
+        .create_account(&cx.actor, new_user, false)
+        .await?;
     state.db.set_password(id, &hash).await?;
     settle(&state, outcome.position).await?;
     Ok(created(outcome, format!("/api/v1/users/{id}")))
@@ -339,7 +310,7 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let limit = paging::limit(page.limit)?;
     let position = reached(&state, "people", page.min_position).await?;
-    let hidden: Vec<Uuid> = state.db.system_user().await?.into_iter().collect();
+    let hidden: Vec<Uuid> = state.helpdesk.system_account().await?.into_iter().collect();
     let found = people::users(
         &state.store.db(),
         &hidden,
@@ -403,79 +374,31 @@ pub async fn update(
     Json(body): Json<UpdateUser>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.id;
-    if state.helpdesk.user(id).await?.is_none() {
-        return Err(ApiError::NotFound {
-            code: "user_not_found",
-            detail: format!("user {id} does not exist"),
-        });
-    }
-    if id == cx.caller.user_id {
-        let demotes = body
-            .role
-            .as_deref()
-            .is_some_and(|r| Role::parse(r.trim()) != Some(Role::Admin));
-        if body.active == Some(false) || demotes {
-            return Err(ApiError::unprocessable(
-                "cannot_change_self",
-                if demotes { "role" } else { "active" },
-                "an admin cannot deactivate themselves or give up their own admin role",
-            ));
-        }
-    }
     if let Some(password) = &body.password {
         check_password(password)?;
-    }
-    if let Some(Some(department)) = body.department_id {
-        check_department(&state, Some(department)).await?;
-    }
-    let changes_fields = body.name.is_some()
-        || body.role.is_some()
-        || body.department_id.is_some()
-        || body.active.is_some();
-    if !changes_fields && body.password.is_none() {
-        return Err(ApiError::unprocessable(
-            "no_change",
-            "user",
-            "send at least one of name, role, department_id, active, password",
-        ));
     }
     let hash = match body.password {
         Some(p) => Some(hash_password(&state, p).await?),
         None => None,
     };
-    let mut outcome = None;
-    if changes_fields {
-        let update = input::UserUpdate {
+    let update = AccountUpdate {
+        user: input::UserUpdate {
             name: body.name,
             role: body.role,
             department_id: body.department_id,
             active: body.active,
-        };
-        outcome = Some(
-            state
-                .helpdesk
-                .update_user(&cx.actor, id, update, cx.if_match)
-                .await?,
-        );
+        },
+        password_changed: hash.is_some(),
+    };
+    let change = state
+        .helpdesk
+        .update_account(&cx.actor, id, update, cx.if_match)
+        .await?;
+    // A new password or a deactivation ends the user's other sessions.
+    if let Some(hash) = &hash {
+        state.db.set_password(id, hash).await?;
     }
-    if let Some(hash) = hash {
-        let action = input::Action {
-            action: "password_changed".into(),
-            description: "the password was set by an admin".into(),
-        };
-        outcome = Some(
-            state
-                .helpdesk
-                .record_general_action(&cx.actor, id, action)
-                .await?,
-        );
-        state.db.set_password(id, &hash).await?;
-        state
-            .db
-            .revoke_sessions_of(id, &cx.caller.token_hash)
-            .await?;
-    }
-    if !refresh_account(&state, id).await? {
+    if hash.is_some() || !change.active {
         state
             .db
             .revoke_sessions_of(id, &cx.caller.token_hash)
@@ -483,9 +406,8 @@ pub async fn update(
     }
     // Role and activity are read with the session: look them up afresh.
     state.sessions.forget_user(id);
-    let outcome = outcome.ok_or_else(|| ApiError::internal("no command ran"))?;
-    settle(&state, outcome.position).await?;
-    Ok(command_ok(outcome))
+    settle(&state, change.outcome.position).await?;
+    Ok(command_ok(change.outcome))
 }
 
 /// Change a user's presence: agents their own, admins anyone's.
