@@ -193,11 +193,6 @@ impl Application {
         self.audit_feed.clone()
     }
 
-    /// The event store exactly as stored and hashed.
-    pub fn raw_store(&self) -> Arc<dyn EventStore> {
-        self.raw_store.clone()
-    }
-
     /// Serve until stopped by a signal; actix stops accepting, waits for the
     /// requests in flight (up to `http.shutdown_timeout_secs`) and returns.
     /// The projection workers (unless `projections.run_in_server` is off) and
