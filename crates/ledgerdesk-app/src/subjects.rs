@@ -5,14 +5,10 @@
 //! outside the immutable log, so a subject can later be erased without
 //! rewriting history (migration `0002_data_subjects.sql`).
 
-use ledgerdesk_store::db::{self, Arg, DbRow, Record};
-use ledgerdesk_store::DbPool;
+use ledgerdesk_store::{subjects, DbPool};
 use uuid::Uuid;
 
 use crate::error::AppError;
-
-const INSERT: &str = include_str!("../sql/subject_insert.sql");
-const SELECT: &str = include_str!("../sql/subject_select.sql");
 
 /// The form an email is filed under: trimmed and lowercased, so
 /// `" Ann@Example.COM "` and `"ann@example.com"` are one subject.
@@ -26,37 +22,15 @@ pub fn normalise_email(email: &str) -> String {
 /// concurrent first tickets from one address share a subject.
 pub async fn resolve(pool: &DbPool, email: &str) -> Result<Uuid, AppError> {
     let email = normalise_email(email);
-    let candidate = Uuid::now_v7();
     let now = chrono::Utc::now().timestamp_micros();
-    db::execute(
-        pool,
-        INSERT,
-        vec![
-            Arg::from(candidate),
-            Arg::from(email.as_str()),
-            Arg::from(now),
-        ],
-    )
-    .await?;
-    let found = db::fetch_one::<Subject>(pool, SELECT, vec![Arg::from(email)]).await?;
-    let id = found.ok_or(sqlx::Error::RowNotFound)?.0;
+    let id = subjects::file_email(pool, Uuid::now_v7(), &email, now).await?;
     parse(&id)
 }
 
 /// The subject of `email`, if it has one.
 pub async fn find(pool: &DbPool, email: &str) -> Result<Option<Uuid>, AppError> {
-    let email = normalise_email(email);
-    let found = db::fetch_one::<Subject>(pool, SELECT, vec![Arg::from(email)]).await?;
-    found.map(|s| parse(&s.0)).transpose()
-}
-
-/// The `subject_id` column.
-struct Subject(String);
-
-impl Record for Subject {
-    fn read(row: &dyn DbRow) -> Result<Self, sqlx::Error> {
-        Ok(Subject(row.text("subject_id")?.unwrap_or_default()))
-    }
+    let found = subjects::find_email(pool, &normalise_email(email)).await?;
+    found.as_deref().map(parse).transpose()
 }
 
 fn parse(id: &str) -> Result<Uuid, AppError> {

@@ -24,7 +24,7 @@ use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use chrono::{DateTime, Utc};
 use ledgerdesk_domain::pii::{ERASED, PII_KEY};
-use ledgerdesk_store::db::{self, Arg, DbRow, Dialect, Record};
+use ledgerdesk_store::subjects;
 use ledgerdesk_store::{
     Appended, Backend, DbPool, EventStore, Head, RecordedEvent, StoreError, StreamAppend,
     StreamRange,
@@ -126,45 +126,7 @@ impl Vault {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&subject);
         let now = Utc::now().timestamp_micros();
-        let id = subject.to_string();
-        let mut erased = exec(
-            &self.pool,
-            "UPDATE subject_keys SET key = NULL, erased_at = $2 WHERE subject_id = $1 AND key IS NOT NULL",
-            &id,
-            Some(now),
-        )
-        .await?;
-        // Remember the erasure even for a subject without a key yet, so no
-        // key is ever made for them later.
-        exec(
-            &self.pool,
-            "INSERT INTO subject_keys (subject_id, key, created_at, erased_at) VALUES ($1, NULL, $2, $2) \
-             ON CONFLICT (subject_id) DO NOTHING",
-            &id,
-            Some(now),
-        )
-        .await?;
-        erased += exec(
-            &self.pool,
-            "DELETE FROM data_subjects WHERE subject_id = $1",
-            &id,
-            None,
-        )
-        .await?;
-        if self.pool.dialect() == Dialect::Sqlite {
-            // `secure_delete` zeroed the old rows in the pages, but the
-            // write-ahead log still holds earlier copies of those pages:
-            // copy it into the database and empty it. Readers in progress
-            // can keep it from finishing; the next erasure or SQLite's own
-            // checkpoints then overwrite those frames.
-            let busy = db::fetch_one::<Busy>(&self.pool, "PRAGMA wal_checkpoint(TRUNCATE)", vec![])
-                .await?
-                .map_or(0, |b| b.0);
-            if busy != 0 {
-                tracing::warn!(%subject, "the write-ahead log could not be emptied after an erasure");
-            }
-        }
-        Ok(erased > 0)
+        Ok(subjects::destroy(&self.pool, subject, now).await?)
     }
 
     /// Whether the vault holds personal data of the subject, erased it, or
@@ -182,9 +144,7 @@ impl Vault {
     }
 
     async fn has_email(&self, subject: Uuid) -> Result<bool, StoreError> {
-        let sql = "SELECT subject_id, NULL AS key FROM data_subjects WHERE subject_id = $1";
-        let found = db::fetch_one::<KeyRow>(&self.pool, sql, vec![Arg::from(subject)]).await?;
-        Ok(found.is_some())
+        Ok(subjects::has_email(&self.pool, subject).await?)
     }
 
     /// Whether the subject's key is gone.
@@ -203,17 +163,9 @@ impl Vault {
             return Ok(Some(*k));
         }
         let fresh = B64.encode(ChaCha20Poly1305::generate_key(&mut OsRng));
-        let id = subject.to_string();
         let now = Utc::now().timestamp_micros();
         // Insert-if-absent, then read back whichever key won a race.
-        let sql = "INSERT INTO subject_keys (subject_id, key, created_at) VALUES ($1, $2, $3) \
-                   ON CONFLICT (subject_id) DO NOTHING";
-        db::execute(
-            &self.pool,
-            sql,
-            vec![Arg::from(id), Arg::from(fresh), Arg::from(now)],
-        )
-        .await?;
+        subjects::insert_key(&self.pool, subject, &fresh, now).await?;
         let key = self
             .keys(&HashSet::from([subject]))
             .await?
@@ -230,36 +182,28 @@ impl Vault {
 
     /// Current keys of `subjects`: `None` for an erased subject; absent for
     /// one never seen.
-    async fn keys(
-        &self,
-        subjects: &HashSet<Uuid>,
-    ) -> Result<HashMap<Uuid, Option<Key>>, StoreError> {
-        let ids: Vec<String> = subjects.iter().map(Uuid::to_string).collect();
+    async fn keys(&self, wanted: &HashSet<Uuid>) -> Result<HashMap<Uuid, Option<Key>>, StoreError> {
+        let ids: Vec<Uuid> = wanted.iter().copied().collect();
         let mut out = HashMap::with_capacity(ids.len());
-        for chunk in ids.chunks(500) {
-            let marks = (1..=chunk.len())
-                .map(|i| format!("${i}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let sql =
-                format!("SELECT subject_id, key FROM subject_keys WHERE subject_id IN ({marks})");
-            let args = chunk.iter().map(|id| Arg::from(id.as_str())).collect();
-            for KeyRow(id, key) in db::fetch::<KeyRow>(&self.pool, &sql, args).await? {
-                let id: Uuid = id
-                    .parse()
-                    .map_err(|_| corrupt(format!("subject id {id}")))?;
-                let key = match key {
-                    Some(k) => {
-                        let bytes = B64.decode(k).map_err(|_| corrupt(format!("key of {id}")))?;
-                        if bytes.len() != 32 {
-                            return Err(corrupt(format!("key of {id} has {} bytes", bytes.len())));
-                        }
-                        Some(*Key::from_slice(&bytes))
+        for subjects::KeyRow {
+            subject_id: id,
+            key,
+        } in subjects::keys(&self.pool, &ids).await?
+        {
+            let id: Uuid = id
+                .parse()
+                .map_err(|_| corrupt(format!("subject id {id}")))?;
+            let key = match key {
+                Some(k) => {
+                    let bytes = B64.decode(k).map_err(|_| corrupt(format!("key of {id}")))?;
+                    if bytes.len() != 32 {
+                        return Err(corrupt(format!("key of {id} has {} bytes", bytes.len())));
                     }
-                    None => None,
-                };
-                out.insert(id, key);
-            }
+                    Some(*Key::from_slice(&bytes))
+                }
+                None => None,
+            };
+            out.insert(id, key);
         }
         Ok(out)
     }
@@ -341,37 +285,6 @@ fn corrupt(reason: String) -> StoreError {
     StoreError::Corrupt {
         position: 0,
         reason,
-    }
-}
-
-async fn exec(pool: &DbPool, sql: &str, id: &str, at: Option<i64>) -> Result<u64, StoreError> {
-    // Statements without `$2` get no second argument (PostgreSQL counts them).
-    let mut args = vec![Arg::from(id)];
-    if sql.contains("$2") {
-        args.push(Arg::from(at));
-    }
-    Ok(db::execute(pool, sql, args).await?)
-}
-
-/// A subject's id and key (`NULL` once erased).
-struct KeyRow(String, Option<String>);
-
-impl Record for KeyRow {
-    fn read(row: &dyn DbRow) -> Result<Self, sqlx::Error> {
-        Ok(KeyRow(
-            row.text("subject_id")?.unwrap_or_default(),
-            row.text("key")?,
-        ))
-    }
-}
-
-/// The first column of SQLite's `PRAGMA wal_checkpoint`: whether readers
-/// kept it from finishing.
-struct Busy(i64);
-
-impl Record for Busy {
-    fn read(row: &dyn DbRow) -> Result<Self, sqlx::Error> {
-        Ok(Busy(row.int0("busy")?))
     }
 }
 

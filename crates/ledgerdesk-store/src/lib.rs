@@ -24,6 +24,9 @@
 //!   [`verify_all`] (`audit`).
 //! - [`bundle`]: evidence bundles of a range of events, verifiable offline.
 //!
+//! - [`subjects`]: the email → data subject mapping and the subjects' keys
+//!   (the app's vault does the cryptography).
+//! - [`files`]: the index of uploaded files and the subjects holding them.
 //! - [`accounts`]: login accounts beside the user streams (email
 //!   reservation, role and activity for sessions).
 //!
@@ -36,6 +39,7 @@ pub mod checkpoint;
 pub mod db;
 pub mod error;
 pub mod event;
+pub mod files;
 pub mod hash;
 pub mod merkle;
 mod plan;
@@ -43,6 +47,7 @@ pub mod postgres;
 mod sql;
 pub mod sqlite;
 pub mod store;
+pub mod subjects;
 pub mod verify;
 mod writer;
 

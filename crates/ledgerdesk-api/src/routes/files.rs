@@ -16,6 +16,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures::StreamExt;
 use ledgerdesk_app::SubjectStatus;
 use ledgerdesk_domain::ticket::TicketAction;
+use ledgerdesk_store::files;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -152,12 +153,15 @@ async fn keep_upload(
     stored: &Stored,
     subject: Option<uuid::Uuid>,
 ) -> Result<(), ApiError> {
-    state
-        .db
-        .insert_file(&stored.sha256, stored.size as i64, &stored.content_type)
-        .await?;
+    files::insert_file(
+        &state.store.db(),
+        &stored.sha256,
+        stored.size as i64,
+        &stored.content_type,
+    )
+    .await?;
     if let Some(subject) = subject {
-        state.db.link_file(&stored.sha256, subject).await?;
+        files::link_file(&state.store.db(), &stored.sha256, subject).await?;
     }
     let target = stored_path(&state.files_dir, &stored.sha256);
     if let Some(parent) = target.parent() {
@@ -176,11 +180,14 @@ async fn keep_upload(
 /// Destroy the files attached to `subject`'s tickets that no ticket of a
 /// held subject shares; returns how many. Safe to repeat.
 pub async fn erase_files_of(state: &AppState, subject: uuid::Uuid) -> Result<usize, ApiError> {
-    let shas = state.db.erase_files_of(subject).await?;
+    let shas = files::erase_files_of(&state.store.db(), subject).await?;
     for sha in &shas {
         // An upload of the same bytes to a held ticket since then has made
         // the file available again: its bytes stay.
-        if state.db.file(sha).await?.is_some_and(|f| !f.erased) {
+        if files::file(&state.store.db(), sha)
+            .await?
+            .is_some_and(|f| !f.erased)
+        {
             continue;
         }
         match tokio::fs::remove_file(stored_path(&state.files_dir, sha)).await {
@@ -308,7 +315,9 @@ pub async fn download(
         code: "file_not_found",
         detail: format!("no file {sha256}"),
     };
-    let row = state.db.file(&sha256).await?.ok_or_else(not_found)?;
+    let row = files::file(&state.store.db(), &sha256)
+        .await?
+        .ok_or_else(not_found)?;
     if row.erased {
         return Err(ApiError::Gone {
             code: "file_erased",
