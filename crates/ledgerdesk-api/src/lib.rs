@@ -15,8 +15,9 @@
 //! - [`paging`]: the one paging style of every list (keyset cursor,
 //!   `limit`, `next_cursor` and `Link: rel="next"`).
 //! - [`error`]: [`ApiError`], the one error type, sent as problem+json.
-//! - [`db`]: the API's own tables (credentials, sessions, lists,
-//!   idempotency, files); [`bootstrap`] fills them on first start.
+//! - [`db`]: the API's own tables (credentials, sessions, idempotency);
+//!   [`bootstrap`] creates the first accounts through the app on first
+//!   start.
 //! - [`openapi`]: the OpenAPI 3.1 document; [`metrics`]: Prometheus text.
 //! - [`console`]: the pages for people (audit log, tickets, integrity,
 //!   operations), signed in by cookie; mounted by [`routes::configure`]
