@@ -506,3 +506,11 @@ mod tests {
         );
     }
 }
+
+/// The `{id}` of a path.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct IdPath {
+    /// The id (UUID).
+    pub id: uuid::Uuid,
+}

@@ -24,9 +24,11 @@
 //!   with their own rows.
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod audit_feed;
 pub mod auth;
 pub mod bootstrap;
+pub mod caller;
 pub mod configuration;
 pub mod consistency;
 pub mod console;
@@ -38,6 +40,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod paging;
 pub mod permissions;
+pub mod rebuilds;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -18,7 +18,8 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
-use crate::auth::{token_hash, Caller, Role};
+use crate::auth::{token_hash, Caller};
+use crate::caller::authorize;
 use crate::db::{Idempotency, StoredResponse};
 use crate::error::ApiError;
 use crate::extract::RequestId;
@@ -187,45 +188,6 @@ pub async fn gate(
     next.call(req)
         .await
         .map(ServiceResponse::map_into_boxed_body)
-}
-
-/// The caller behind a token hash when its session is live (not revoked,
-/// not expired, the account active) and its role is one of `roles`: 401 or
-/// 403 otherwise. The gate asks it once per request; a response that lasts
-/// (the audit stream) asks again while it runs.
-pub(crate) async fn authorize(
-    state: &AppState,
-    hash: String,
-    method: &str,
-    pattern: &str,
-    roles: &[Role],
-) -> Result<Caller, ApiError> {
-    let unauthorized = |detail| ApiError::Unauthorized { detail };
-    let session = match state.sessions.get(&hash) {
-        Some(cached) => Some(cached),
-        None => {
-            let found = state.db.session(&hash).await?;
-            if let Some(row) = &found {
-                state.sessions.put(&hash, row.clone());
-            }
-            found
-        }
-    };
-    let Some(session) = session.filter(|s| s.active) else {
-        return Err(unauthorized("the token is unknown, expired or revoked"));
-    };
-    let Some(role) = Role::parse(&session.role) else {
-        return Err(unauthorized("the account has no usable role"));
-    };
-    if !roles.contains(&role) {
-        let detail = format!("the {} role may not call {method} {pattern}", role.as_str());
-        return Err(ApiError::Forbidden { detail });
-    }
-    Ok(Caller {
-        user_id: session.user_id,
-        role,
-        token_hash: hash,
-    })
 }
 
 fn valid_key(key: &str) -> bool {

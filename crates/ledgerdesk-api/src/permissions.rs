@@ -5,49 +5,9 @@
 //! takes its security requirements and role notes from here; `docs/api.md`
 //! copies it; `tests/gate.rs` walks every route in every spelling.
 
-use crate::auth::Role;
+pub use crate::access::{Access, Auth, Permission};
+use crate::access::{ADMIN, ALL, PUBLIC, READERS, STAFF};
 use crate::routes::tickets;
-
-/// Who may call a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// Anyone, without a token.
-    Public,
-    /// A valid token of one of these roles.
-    Roles(&'static [Role]),
-}
-
-/// How a route's caller proves who they are. The API takes bearer tokens
-/// only, so a browser's cookies never authorise an API call (no CSRF
-/// there); the console takes the session cookie only, and the gate then
-/// also holds its forms to a CSRF token and a same-origin `Origin`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Auth {
-    /// `Authorization: Bearer <token>`; refusals are problem+json.
-    Bearer,
-    /// The `ledgerdesk_session` cookie; refusals are pages (a sign-in
-    /// redirect or a 403 page).
-    Cookie,
-}
-
-/// One row of the table.
-#[derive(Debug, Clone, Copy)]
-pub struct Permission {
-    /// HTTP method.
-    pub method: &'static str,
-    /// The route pattern, as registered.
-    pub path: &'static str,
-    /// Who may call it.
-    pub access: Access,
-    /// How the caller authenticates.
-    pub auth: Auth,
-}
-
-pub(crate) const ALL: Access = Access::Roles(&[Role::Agent, Role::Admin, Role::Auditor]);
-pub(crate) const STAFF: Access = Access::Roles(&[Role::Agent, Role::Admin]);
-pub(crate) const ADMIN: Access = Access::Roles(&[Role::Admin]);
-const READERS: Access = Access::Roles(&[Role::Admin, Role::Auditor]);
-const PUBLIC: Access = Access::Public;
 
 const fn p(method: &'static str, path: &'static str, access: Access) -> Permission {
     Permission {
@@ -164,31 +124,10 @@ pub fn lookup(method: &str, path: &str) -> Option<&'static Permission> {
         .find(|p| p.method == method && p.path == path)
 }
 
-impl Access {
-    /// Whether `role` may call.
-    pub fn allows(self, role: Role) -> bool {
-        match self {
-            Access::Public => true,
-            Access::Roles(roles) => roles.contains(&role),
-        }
-    }
-
-    /// `agent, admin` or `public`, for documents.
-    pub fn describe(self) -> String {
-        match self {
-            Access::Public => "public (no token)".to_string(),
-            Access::Roles(roles) => roles
-                .iter()
-                .map(|r| r.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::Role;
     use std::collections::HashSet;
 
     #[test]

@@ -58,5 +58,5 @@ pub struct AppState {
     /// being erased is refused, not kept).
     pub files_lock: Arc<tokio::sync::Mutex<()>>,
     /// How far each rebuild started in this process has come.
-    pub rebuilds: Arc<crate::routes::views::Rebuilds>,
+    pub rebuilds: Arc<crate::rebuilds::Rebuilds>,
 }

@@ -16,6 +16,7 @@
 //!   checked at compile time, every value escaped).
 
 pub mod audit;
+pub mod csrf;
 pub mod integrity;
 pub mod operations;
 pub mod page;

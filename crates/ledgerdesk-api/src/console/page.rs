@@ -15,7 +15,7 @@ use crate::permissions::{self, Access};
 use crate::routes::names::names;
 use crate::state::AppState;
 
-use super::session::Csrf;
+use super::csrf::Csrf;
 
 /// The policy of every page: scripts and styles from the console's own
 /// assets only, nothing inline, no framing, forms only to itself.
@@ -129,6 +129,13 @@ fn page_headers(res: &mut HttpResponse<BoxBody>) {
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CSP),
+    );
+    // A browser sends `Origin: null` with the forms of a `no-referrer`
+    // page, which the gate must refuse as foreign; `same-origin` keeps the
+    // referrer from other sites and lets a form name its own origin.
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
     );
     // Pages show personal data and audit entries: never from a cache.
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -19,41 +19,20 @@ use actix_web::web::{self, BytesMut};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use askama::Template;
 use futures::StreamExt;
-use sha2::{Digest, Sha256};
 
 use crate::auth::{token_hash, Caller};
+use crate::caller::authorize;
 use crate::error::ApiError;
 use crate::extract::Cx;
-use crate::middleware::authorize;
 use crate::permissions::{Access, Permission};
 use crate::routes::auth::{sign_in, sign_out};
 use crate::state::AppState;
 
+use super::csrf::{csrf_token, equal, Csrf, CSRF_FIELD};
 use super::page::{error_page, html, may_open, see_other, Chrome, PageResult, PAGES};
 
 /// The session cookie.
 pub const COOKIE: &str = "ledgerdesk_session";
-/// The hidden form field that carries the CSRF token.
-pub const CSRF_FIELD: &str = "csrf";
-
-/// The CSRF token of the session a request came with, put in the
-/// request's extensions by the gate for the page's forms.
-#[derive(Debug, Clone)]
-pub struct Csrf(pub String);
-
-/// The CSRF token bound to a session: derived from the session's secret
-/// token, which only the cookie holds (the database keeps its hash), so a
-/// page of another site can neither read nor compute it.
-pub fn csrf_token(session_token: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(b"ledgerdesk console csrf\0");
-    h.update(session_token.as_bytes());
-    hex::encode(h.finalize())
-}
-
-fn equal(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
 
 /// Whether a form comes from a page of this server: a browser names the
 /// page's origin in `Origin` (and how it relates in `Sec-Fetch-Site`); a

@@ -12,11 +12,11 @@ use ledgerdesk_domain::ticket::TicketAction;
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::extract::IdPath;
 use crate::routes::conversation::{self, TicketView};
 use crate::routes::names::names;
 use crate::routes::tickets::{self, AsOf};
 use crate::routes::views::{self, TicketQuery};
-use crate::routes::IdPath;
 use crate::state::AppState;
 
 use super::page::{html, Chrome, PageResult, Time};

@@ -28,10 +28,10 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::audit_feed::{AuditFeed, Batch, StreamSlot};
+use crate::caller::authorize;
 use crate::consistency::reached;
 use crate::error::ApiError;
 use crate::extract::Cx;
-use crate::middleware::authorize;
 use crate::paging;
 use crate::permissions::{self, Access};
 use crate::state::AppState;

@@ -23,10 +23,11 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, FromRequest, Handler, HttpResponse, Responder};
 use ledgerdesk_app::{Outcome, PairOutcome};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::ApiError;
+pub use crate::extract::IdPath;
 use crate::middleware::BodyLimit;
 use crate::{middleware, permissions};
 
@@ -125,14 +126,6 @@ pub fn created(outcome: Outcome, location: String) -> HttpResponse {
         .insert_header((header::LOCATION, location))
         .insert_header((header::ETAG, etag(outcome.version)))
         .json(CommandResult::from(outcome))
-}
-
-/// The `{id}` of a path.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Path)]
-pub struct IdPath {
-    /// The id (UUID).
-    pub id: Uuid,
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {

@@ -22,9 +22,9 @@ use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::access::{Access, Auth, Permission, ADMIN, STAFF};
 use crate::error::ApiError;
 use crate::extract::{Cx, Json, Query};
-use crate::permissions::{Access, Permission, ADMIN, STAFF};
 use crate::routes::{command_ok, created, etag, CommandResult, IdPath, PairResult, Secured};
 use crate::state::AppState;
 
@@ -155,7 +155,7 @@ impl ActionRoute {
             method: "POST",
             path: self.path,
             access: self.access,
-            auth: crate::permissions::Auth::Bearer,
+            auth: Auth::Bearer,
         }
     }
 

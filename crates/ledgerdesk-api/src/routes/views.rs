@@ -313,22 +313,6 @@ pub async fn rebuild(
     }))
 }
 
-/// Rebuilds running in this process: events done and to do, per
-/// projection, for the console's progress bar.
-#[derive(Debug, Default)]
-pub struct Rebuilds(std::sync::Mutex<std::collections::HashMap<String, (u64, u64)>>);
-
-impl Rebuilds {
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (u64, u64)>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// `(done, total)` of the running rebuild of `name`.
-    pub fn progress(&self, name: &str) -> Option<(u64, u64)> {
-        self.lock().get(name).copied()
-    }
-}
-
 /// Start rebuilding projection `name` in the background (what the rebuild
 /// route and the console's operations page do); its progress is kept in
 /// [`AppState::rebuilds`] while it runs.
@@ -339,19 +323,19 @@ pub fn start_rebuild(state: &AppState, name: &str) -> Result<(), ApiError> {
     let projector = state.projector.clone();
     let rebuilds = state.rebuilds.clone();
     let task_name = name.to_string();
-    rebuilds.lock().insert(task_name.clone(), (0, 0));
+    rebuilds.set(&task_name, 0, 0);
     tokio::spawn(async move {
         let progress = {
             let rebuilds = rebuilds.clone();
             let name = task_name.clone();
             move |done, total| {
-                rebuilds.lock().insert(name.clone(), (done, total));
+                rebuilds.set(&name, done, total);
             }
         };
         if let Err(e) = projector.rebuild(&task_name, progress).await {
             tracing::error!(projection = %task_name, error = %e, "rebuild failed");
         }
-        rebuilds.lock().remove(&task_name);
+        rebuilds.finish(&task_name);
     });
     Ok(())
 }
