@@ -145,6 +145,12 @@ fn is_page(a: &Answer) {
         "text/html; charset=utf-8"
     );
     assert_eq!(a.headers["content-security-policy"].to_str().unwrap(), CSP);
+    // `no-referrer` would make a browser send its forms with `Origin: null`,
+    // which the gate refuses: found by the browser test.
+    assert_eq!(
+        a.headers["referrer-policy"].to_str().unwrap(),
+        "same-origin"
+    );
     assert!(!a.body.contains("<script>"), "no inline script");
     assert!(!a.body.contains("style="), "no inline style");
 }
