@@ -33,10 +33,13 @@ verify:
 clean-data:
 	rm -rf data
 
-.PHONY: api-contract bench-http bench-export bench-audit
+.PHONY: api-contract browser-test bench-http bench-export bench-audit
 
 api-contract: ## The server against its own OpenAPI document (schemathesis; installs it into a venv under ~/.cache)
 	CARGO=$(CARGO) scripts/api-contract.sh
+
+browser-test: ## The console in headless Chromium through Selenium (installs chromium, chromium-driver and a venv when missing)
+	CARGO=$(CARGO) scripts/browser-test.sh
 
 bench-http: ## HTTP load: add a message to many tickets from 64 connections for 10 s (release build, SQLite, wrk)
 	CARGO=$(CARGO) scripts/bench-http.sh
