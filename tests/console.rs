@@ -24,6 +24,8 @@ backend_tests!(
     the_integrity_page_verifies_proves_and_hands_out_bundles,
     the_operations_page_shows_projections_and_rebuilds_them,
     staff_reply_note_change_status_and_assign_from_the_ticket_page,
+    long_forms_are_read_and_too_long_ones_refused_by_size,
+    a_date_beyond_the_calendar_is_a_400,
 );
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -1103,4 +1105,55 @@ async fn sign_in_is_throttled_and_recorded_like_the_api(db: &TestDb) {
         .filter(|e| e.event_type == "user.login_failed")
         .count();
     assert!(failed >= MAX_FAILED as usize, "{failed}");
+}
+
+/// A reply of the domain's full length, URL-encoded as a browser sends it,
+/// reaches the ticket; a form beyond what the gate reads is a 413 that says
+/// so, not a CSRF refusal.
+async fn long_forms_are_read_and_too_long_ones_refused_by_size(db: &TestDb) {
+    let app = spawn_app(db).await;
+    let (_, agent) = app.user("agent").await;
+    let id = app.ticket(&agent).await;
+    let path = format!("/console/tickets/{id}");
+    let token = csrf(&page(&app, &path, Some(&agent)).await.body);
+    // 20,000 characters of which every fifth is a line break: about
+    // 100 KB once encoded, above the JSON limit of 64 KiB.
+    let long = "abcd\n".repeat(4_000);
+    let reply = form(
+        &app,
+        &format!("{path}/reply"),
+        Some(&agent),
+        &[("body", &long), ("csrf", &token)],
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, 303, "{}", reply.body);
+    let huge = "x".repeat(300_000);
+    let before = app.head().await;
+    let refused = form(
+        &app,
+        &format!("{path}/note"),
+        Some(&agent),
+        &[("body", &huge), ("csrf", &token)],
+        &[],
+    )
+    .await;
+    assert_eq!(refused.status, 413);
+    assert!(refused.body.contains("larger than"), "{}", refused.body);
+    assert_eq!(app.head().await, before, "nothing written");
+}
+
+/// chrono reads a signed year of six digits; the day after the last one
+/// the calendar holds is a 400 naming `to`, not a panic.
+async fn a_date_beyond_the_calendar_is_a_400(db: &TestDb) {
+    let app = spawn_app(db).await;
+    let (_, auditor) = app.user("auditor").await;
+    let a = page(
+        &app,
+        "/console/audit?period=custom&to=%2B262143-12-31",
+        Some(&auditor),
+    )
+    .await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(a.body.contains("to"), "{}", a.body);
 }

@@ -463,6 +463,20 @@ async fn people_lists_page_by_cursor_like_every_list(db: &TestDb) {
         .collect();
     assert_eq!(names, ["Billing", "Returns", "Sales", "Technical support"]);
 
+    // Cursors are opaque and stay with their list: a users cursor carries
+    // no email, and neither departments nor tickets take it.
+    let first = ok_json(app.get("/api/v1/users?limit=5", &app.admin).await).await;
+    let cursor = first["next_cursor"].as_str().unwrap().to_string();
+    assert!(!cursor.contains('@'), "{cursor}");
+    let elsewhere = [
+        format!("/api/v1/departments?cursor={cursor}"),
+        format!("/api/v1/tickets?cursor={cursor}"),
+    ];
+    for path in &elsewhere {
+        let res = app.get(path, &app.admin).await;
+        assert_eq!(res.status(), 400, "{path}");
+    }
+
     for (path, field) in [
         ("/api/v1/users?offset=5", "offset"),
         ("/api/v1/users?limit=501", "limit"),

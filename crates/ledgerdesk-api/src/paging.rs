@@ -45,6 +45,27 @@ pub fn decode_position_cursor(kind: &str, cursor: &str) -> Result<u64, ApiError>
         .ok_or_else(|| ApiError::bad_field("cursor", "the cursor is not one this API gave out"))
 }
 
+/// A read model's own cursor (its keyset values) made opaque and bound to
+/// the list `kind`: a cursor of one list is refused by another, and keys
+/// such as an email do not travel in URLs as they are.
+pub fn seal(kind: &str, raw: Option<String>) -> Option<String> {
+    raw.map(|raw| B64.encode(format!("{kind}:{raw}")))
+}
+
+/// The read model's cursor a [`seal`]ed cursor of `kind` stands for; 400
+/// naming `cursor` for anything else.
+pub fn open(kind: &str, cursor: Option<&str>) -> Result<Option<String>, ApiError> {
+    let Some(cursor) = cursor else {
+        return Ok(None);
+    };
+    B64.decode(cursor)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| Some(text.strip_prefix(kind)?.strip_prefix(':')?.to_string()))
+        .map(Some)
+        .ok_or_else(|| ApiError::bad_field("cursor", "the cursor is not one this API gave out"))
+}
+
 /// Name the next page in a `Link` header: this request's path and query,
 /// without the parameters in `replaced` and `cursor`, then `cursor=next`.
 pub fn link_next(
@@ -72,6 +93,19 @@ mod tests {
     use super::*;
     use actix_web::test::TestRequest;
     use actix_web::HttpResponse;
+
+    #[test]
+    fn sealed_cursors_round_trip_and_stay_with_their_list() {
+        let sealed = seal("users", Some("id_a@example.com".into())).unwrap();
+        assert!(!sealed.contains('@'));
+        assert_eq!(
+            open("users", Some(&sealed)).unwrap().unwrap(),
+            "id_a@example.com"
+        );
+        assert!(open("departments", Some(&sealed)).is_err());
+        assert!(open("users", Some("0_018f")).is_err());
+        assert_eq!(open("users", None).unwrap(), None);
+    }
 
     #[test]
     fn limits_default_and_refuse_out_of_range() {

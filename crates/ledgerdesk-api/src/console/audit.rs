@@ -116,7 +116,11 @@ impl Form {
                 let to = match self.to.as_str() {
                     "" => None,
                     // The last day counts in full.
-                    t => Some(midnight(day("to", t)? + Duration::days(1))?),
+                    t => Some(midnight(
+                        day("to", t)?
+                            .checked_add_signed(Duration::days(1))
+                            .ok_or_else(|| ApiError::bad_field("to", "to is out of range"))?,
+                    )?),
                 };
                 (from, to)
             }

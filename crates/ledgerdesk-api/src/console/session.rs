@@ -143,7 +143,10 @@ pub async fn gate(
     if writes {
         // The form is read here, before any handler, so that no form can
         // forget the check; the body goes back for the handler to read.
-        let limit = state.max_json_bytes;
+        // URL-encoding makes a form up to three times its text, and a reply
+        // or note may hold 65,536 characters: forms get room for that, up
+        // to actix's own limit for the body the handler reads.
+        let limit = state.max_json_bytes.max(FORM_MAX);
         let mut payload = req.take_payload();
         let mut body = BytesMut::new();
         let mut too_large = false;
@@ -162,7 +165,17 @@ pub async fn gate(
             .find(|(k, _)| k == CSRF_FIELD)
             .map(|(_, v)| v.into_owned());
         let valid = sent.is_some_and(|s| equal(s.as_bytes(), csrf.as_bytes()));
-        if too_large || !valid {
+        if too_large {
+            let page = error_page(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the form is larger than {} KiB; shorten the text and send it again",
+                    limit / 1024
+                ),
+            );
+            return Ok(refuse(req, page));
+        }
+        if !valid {
             let page = error_page(
                 StatusCode::FORBIDDEN,
                 "the form's security token is missing or out of date; reload the page and try again"
@@ -178,6 +191,10 @@ pub async fn gate(
         .await
         .map(ServiceResponse::map_into_boxed_body)
 }
+
+/// The largest form the gate reads: actix's default limit for a body read
+/// whole, which the form handlers do.
+const FORM_MAX: usize = 262_144;
 
 fn removal() -> Cookie<'static> {
     Cookie::build(COOKIE, "")

@@ -91,12 +91,14 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let limit = paging::limit(page.limit)?;
     let position = reached(&state, "people", page.min_position).await?;
+    let cursor = paging::open("departments", page.cursor.as_deref())?;
     let found = ledgerdesk_projections::people::departments(
         &state.store.db(),
         Some(limit),
-        page.cursor.as_deref(),
+        cursor.as_deref(),
     )
     .await?;
+    let next_cursor = paging::seal("departments", found.next_cursor);
     let items = found
         .items
         .into_iter()
@@ -107,12 +109,12 @@ pub async fn list(
         })
         .collect();
     let mut response = HttpResponse::Ok();
-    paging::link_next(&mut response, &req, &[], found.next_cursor.as_deref());
+    paging::link_next(&mut response, &req, &[], next_cursor.as_deref());
     Ok(response
         .insert_header(("X-Projection-Position", position.to_string()))
         .json(DepartmentList {
             items,
-            next_cursor: found.next_cursor,
+            next_cursor,
             position,
         }))
 }

@@ -311,13 +311,9 @@ pub async fn list(
     let limit = paging::limit(page.limit)?;
     let position = reached(&state, "people", page.min_position).await?;
     let hidden: Vec<Uuid> = state.helpdesk.system_account().await?.into_iter().collect();
-    let found = people::users(
-        &state.store.db(),
-        &hidden,
-        Some(limit),
-        page.cursor.as_deref(),
-    )
-    .await?;
+    let cursor = paging::open("users", page.cursor.as_deref())?;
+    let found = people::users(&state.store.db(), &hidden, Some(limit), cursor.as_deref()).await?;
+    let next_cursor = paging::seal("users", found.next_cursor);
     let items = found
         .items
         .into_iter()
@@ -331,12 +327,12 @@ pub async fn list(
         })
         .collect();
     let mut response = HttpResponse::Ok();
-    paging::link_next(&mut response, &req, &[], found.next_cursor.as_deref());
+    paging::link_next(&mut response, &req, &[], next_cursor.as_deref());
     Ok(response
         .insert_header(("X-Projection-Position", position.to_string()))
         .json(UserList {
             items,
-            next_cursor: found.next_cursor,
+            next_cursor,
             position,
         }))
 }

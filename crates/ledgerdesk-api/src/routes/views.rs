@@ -119,12 +119,12 @@ pub async fn ticket_page(state: &AppState, q: TicketQuery) -> Result<TicketPage,
         priority: q.priority,
         q: q.q,
         limit: Some(limit),
-        cursor: q.cursor,
+        cursor: paging::open("tickets", q.cursor.as_deref())?,
     };
     let page = tickets::list(&state.store.db(), &filter).await?;
     Ok(TicketPage {
         items: page.items,
-        next_cursor: page.next_cursor,
+        next_cursor: paging::seal("tickets", page.next_cursor),
         position,
     })
 }
@@ -323,7 +323,15 @@ pub fn start_rebuild(state: &AppState, name: &str) -> Result<(), ApiError> {
     let projector = state.projector.clone();
     let rebuilds = state.rebuilds.clone();
     let task_name = name.to_string();
-    rebuilds.set(&task_name, 0, 0);
+    // Two rebuilds of one projection would share its shadow table (on
+    // SQLite the lease is always granted): the second would wipe what the
+    // first had loaded, and the first would swap in a table with a gap.
+    if !rebuilds.try_start(&task_name) {
+        return Err(ApiError::Conflict {
+            code: "rebuild_running",
+            detail: format!("projection `{name}` is already being rebuilt"),
+        });
+    }
     tokio::spawn(async move {
         let progress = {
             let rebuilds = rebuilds.clone();
