@@ -178,15 +178,17 @@ impl Projector {
                             // events after it wait, the other projections
                             // carry on.
                             tracing::error!(projection = name, position = from + 1, attempts, error = %e, "projection failed: it cannot apply this event");
+                            // The row first: whoever sees the state
+                            // `failed` must also find what failed.
+                            self.record_failure(name, from + 1, &error_chain(&e))
+                                .boxed()
+                                .await;
                             if self.state(name) != WorkerState::Failed {
                                 if let Ok(mut totals) = self.inner.failures_total.lock() {
                                     *totals.entry(name).or_default() += 1;
                                 }
                                 self.set_state(name, WorkerState::Failed);
                             }
-                            self.record_failure(name, from + 1, &error_chain(&e))
-                                .boxed()
-                                .await;
                             FAILED_RETRY_INTERVAL
                         };
                         wait(&mut stop, None, pause).boxed().await;
