@@ -560,6 +560,23 @@ fn back(id: Uuid) -> actix_web::HttpResponse {
     super::page::see_other(&format!("/console/tickets/{id}#conversation"))
 }
 
+/// Run a ticket action from a form of the ticket page, as the API's action
+/// routes do (without `If-Match`: the page shows the ticket as it is), and
+/// go back to the ticket.
+async fn act(
+    state: &AppState,
+    cx: &crate::extract::Cx,
+    id: Uuid,
+    action: TicketAction,
+) -> PageResult {
+    state
+        .helpdesk
+        .act(&cx.actor, id, None, action)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(back(id))
+}
+
 /// `POST /console/tickets/{id}/reply`: a public message to the requester,
 /// on the channel the page names (the ticket's).
 pub async fn reply(
@@ -579,12 +596,7 @@ pub async fn reply(
         channel,
         body: text("body", get(&f, "body"))?,
     };
-    state
-        .helpdesk
-        .act(&cx.actor, path.id, None, message)
-        .await
-        .map_err(ApiError::from)?;
-    Ok(back(path.id))
+    act(&state, &cx, path.id, message).await
 }
 
 /// `POST /console/tickets/{id}/note`: an internal note.
@@ -599,12 +611,7 @@ pub async fn note(
         note_id: Uuid::now_v7(),
         body: text("body", get(&f, "body"))?,
     };
-    state
-        .helpdesk
-        .act(&cx.actor, path.id, None, note)
-        .await
-        .map_err(ApiError::from)?;
-    Ok(back(path.id))
+    act(&state, &cx, path.id, note).await
 }
 
 /// `POST /console/tickets/{id}/status`.
@@ -618,12 +625,7 @@ pub async fn status(
     let change = TicketAction::ChangeStatus {
         to: text("status", get(&f, "status"))?,
     };
-    state
-        .helpdesk
-        .act(&cx.actor, path.id, None, change)
-        .await
-        .map_err(ApiError::from)?;
-    Ok(back(path.id))
+    act(&state, &cx, path.id, change).await
 }
 
 /// `POST /console/tickets/{id}/assign`: to an agent, a department or both.
