@@ -26,6 +26,7 @@ backend_tests!(
     staff_reply_note_change_status_and_assign_from_the_ticket_page,
     long_forms_are_read_and_too_long_ones_refused_by_size,
     a_date_beyond_the_calendar_is_a_400,
+    forms_refuse_bytes_that_are_not_utf8_and_forwarded_hosts,
 );
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -1156,4 +1157,41 @@ async fn a_date_beyond_the_calendar_is_a_400(db: &TestDb) {
     .await;
     assert_eq!(a.status, 400, "{}", a.body);
     assert!(a.body.contains("to"), "{}", a.body);
+}
+
+/// Found by an outsider's probe: a form whose bytes do not decode to UTF-8
+/// was stored with U+FFFD in place of them, and an `X-Forwarded-Host` sent
+/// by the client made a foreign `Origin` look like this server's.
+async fn forms_refuse_bytes_that_are_not_utf8_and_forwarded_hosts(db: &TestDb) {
+    let app = spawn_app(db).await;
+    let (_, agent) = app.user("agent").await;
+    let id = app.ticket(&agent).await;
+    let path = format!("/console/tickets/{id}");
+    let token = csrf(&page(&app, &path, Some(&agent)).await.body);
+    let before = app.head().await;
+    let res = browser()
+        .post(app.url(&format!("{path}/note")))
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header("cookie", format!("ledgerdesk_session={agent}"))
+        .body(format!("csrf={token}&body=%FF%FE-bad"))
+        .send()
+        .await
+        .unwrap();
+    let a = answer(res).await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(a.body.contains("UTF-8"), "{}", a.body);
+
+    let forged = form(
+        &app,
+        &format!("{path}/note"),
+        Some(&agent),
+        &[("body", "from elsewhere"), ("csrf", &token)],
+        &[
+            ("origin", "http://evil.example".to_string()),
+            ("x-forwarded-host", "evil.example".to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    assert_eq!(app.head().await, before, "nothing written");
 }

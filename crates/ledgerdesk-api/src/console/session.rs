@@ -47,9 +47,33 @@ fn same_origin(req: &HttpRequest) -> bool {
     let Some(origin) = req.headers().get(header::ORIGIN) else {
         return true;
     };
-    let info = req.connection_info();
-    let own = format!("{}://{}", info.scheme(), info.host());
+    // The host a browser addressed (`Host`, which a page of another site
+    // cannot set), not `X-Forwarded-Host`, which any client can send.
+    let Some(host) = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+    else {
+        return false;
+    };
+    let own = format!("{}://{}", req.connection_info().scheme(), host);
     origin.to_str().is_ok_and(|o| o.eq_ignore_ascii_case(&own))
+}
+
+/// Whether every name and value of a form decodes to UTF-8. The usual
+/// decoding replaces what does not with U+FFFD, which would store text
+/// the person never typed; the JSON API refuses such bytes, and so do
+/// the console's forms.
+fn form_is_utf8(body: &[u8]) -> bool {
+    body.split(|b| *b == b'&').all(|pair| {
+        let plus_as_space: Vec<u8> = pair
+            .iter()
+            .map(|b| if *b == b'+' { b' ' } else { *b })
+            .collect();
+        percent_encoding::percent_decode(&plus_as_space)
+            .decode_utf8()
+            .is_ok()
+    })
 }
 
 /// A `next` that stays on this server's console: a path under
@@ -172,6 +196,13 @@ pub async fn gate(
                     "the form is larger than {} KiB; shorten the text and send it again",
                     limit / 1024
                 ),
+            );
+            return Ok(refuse(req, page));
+        }
+        if !form_is_utf8(&body) {
+            let page = error_page(
+                StatusCode::BAD_REQUEST,
+                "the form is not valid UTF-8 text; nothing was saved".into(),
             );
             return Ok(refuse(req, page));
         }
@@ -345,6 +376,16 @@ mod tests {
             assert_eq!(safe_next(Some(evil)), "/console/", "{evil}");
         }
         assert_eq!(safe_next(None), "/console/");
+    }
+
+    #[test]
+    fn forms_must_decode_to_utf8() {
+        assert!(form_is_utf8(b"body=caf%C3%A9+au+lait&csrf=ab"));
+        assert!(form_is_utf8("body=café".as_bytes()));
+        assert!(form_is_utf8(b"body=%EF%BF%BD"));
+        assert!(!form_is_utf8(b"body=%FF%FE-bad&csrf=ab"));
+        assert!(!form_is_utf8(b"csrf=ab&body=\xff"));
+        assert!(!form_is_utf8(b"body=%ED%A0%80"));
     }
 
     #[test]
