@@ -313,6 +313,7 @@ async fn sign_in_goes_back_only_to_the_console(db: &TestDb) {
         "//evil.example/console/",
         "/\\evil.example",
         "/console//evil.example",
+        "/console/../../evil",
         "javascript:alert(1)",
     ] {
         let a = form(

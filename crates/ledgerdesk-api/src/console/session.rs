@@ -83,14 +83,26 @@ pub fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(n)
             if n.starts_with("/console/")
+                && n.is_ascii()
                 && !n.contains('\\')
                 && !n.contains("//")
-                && !n.chars().any(char::is_control) =>
+                && !n.chars().any(char::is_control)
+                && no_dot_segments(n) =>
         {
             n.to_string()
         }
         _ => "/console/".to_string(),
     }
+}
+
+/// Whether a path has no `.` or `..` segment (also percent-encoded), which
+/// a browser would resolve to leave `/console/`.
+fn no_dot_segments(next: &str) -> bool {
+    let path = next.split(['?', '#']).next().unwrap_or_default();
+    path.split('/').all(|segment| {
+        let plain = segment.to_ascii_lowercase().replace("%2e", ".");
+        plain != "." && plain != ".."
+    })
 }
 
 fn sign_in_redirect(req: &HttpRequest) -> HttpResponse {
@@ -364,6 +376,10 @@ mod tests {
     #[test]
     fn next_stays_on_the_console() {
         assert_eq!(safe_next(Some("/console/audit?q=x")), "/console/audit?q=x");
+        assert_eq!(
+            safe_next(Some("/console/audit?q=..")),
+            "/console/audit?q=.."
+        );
         for evil in [
             "https://evil.example/",
             "//evil.example/console/",
@@ -371,6 +387,10 @@ mod tests {
             "/\\evil.example",
             "/console/\\evil",
             "/api/v1/me",
+            "/console/../../evil",
+            "/console/%2E%2e/api/v1/me",
+            "/console/./x/../..",
+            "/console/é",
             "",
         ] {
             assert_eq!(safe_next(Some(evil)), "/console/", "{evil}");
