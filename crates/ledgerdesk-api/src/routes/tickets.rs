@@ -383,7 +383,10 @@ pub struct CallRequest {
     /// `inbound` or `outbound`.
     #[schema(example = "outbound")]
     pub direction: String,
-    /// Length in seconds.
+    /// Length in seconds, 0 to 4,294,967,295.
+    // `int64` with the bound: the `int32` a `u32` would be documented as
+    // stops at 2^31 - 1, and a contract test sent 2^31 and saw it taken.
+    #[schema(format = Int64, minimum = 0, maximum = 4_294_967_295_u64)]
     pub duration_seconds: u32,
 }
 
@@ -391,7 +394,10 @@ pub struct CallRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VoiceMessageRequest {
-    /// Length in seconds.
+    /// Length in seconds, 0 to 4,294,967,295.
+    // `int64` with the bound: the `int32` a `u32` would be documented as
+    // stops at 2^31 - 1, and a contract test sent 2^31 and saw it taken.
+    #[schema(format = Int64, minimum = 0, maximum = 4_294_967_295_u64)]
     pub duration_seconds: u32,
     /// SHA-256 of the recording uploaded as a file.
     #[serde(default)]
