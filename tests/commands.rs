@@ -31,6 +31,7 @@ backend_tests!(
     user_department_and_settings_commands_are_recorded,
     seed_writes_a_valid_varied_history,
     erasure_shreds_personal_data_and_keeps_the_log_verifiable,
+    a_cached_state_never_outlives_another_processs_write,
 );
 
 const SHA: &str = "AB01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01";
@@ -1077,4 +1078,98 @@ async fn erasure_shreds_personal_data_and_keeps_the_log_verifiable(db: &TestDb) 
     let after = ledgerdesk_store::verify_chain(raw.as_ref()).await.unwrap();
     assert!(after.ok());
     assert_eq!(after.verified, before.verified + 1);
+}
+
+/// Each process keeps the states it decided on last (the aggregate cache).
+/// Another process's writes make them stale; every command must still be
+/// decided on the current state: a stale hit is a conflict and a fresh
+/// decision, and a refusal, a precondition or a no-op is never answered
+/// from the cache alone.
+async fn a_cached_state_never_outlives_another_processs_write(db: &TestDb) {
+    let (here, agent) = setup(db).await;
+    let there = Helpdesk::new(db.open().await);
+    let ticket = here
+        .create_ticket(&agent, new_ticket("ann@example.com"))
+        .await
+        .unwrap()
+        .id;
+    let cached = here.act(&agent, ticket, None, public("one")).await.unwrap();
+
+    // Written elsewhere: the cached state is one version behind.
+    let elsewhere = there
+        .act(&agent, ticket, None, public("two"))
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.version, cached.version + 1);
+    let done = here
+        .act(&agent, ticket, None, public("three"))
+        .await
+        .unwrap();
+    assert_eq!(
+        done.version,
+        elsewhere.version + 1,
+        "decided on the current state"
+    );
+
+    // `If-Match` with the version the other process returned.
+    let elsewhere = there
+        .act(&agent, ticket, None, public("four"))
+        .await
+        .unwrap();
+    let done = here
+        .act(&agent, ticket, Some(elsewhere.version), public("five"))
+        .await
+        .expect("the version another process returned is current");
+    assert_eq!(done.version, elsewhere.version + 1);
+
+    // Closed elsewhere: no message lands on the closed ticket.
+    there
+        .act(&agent, ticket, None, status("closed"))
+        .await
+        .unwrap();
+    assert_refused(
+        here.act(&agent, ticket, None, public("too late")).await,
+        "ticket_closed",
+    );
+    // Reopened elsewhere: the cached refusal is not the answer.
+    there
+        .act(&agent, ticket, None, status("open"))
+        .await
+        .unwrap();
+    here.act(&agent, ticket, None, public("welcome back"))
+        .await
+        .expect("decided again on the reopened ticket");
+
+    // The agent's account deactivated elsewhere: this process, which just
+    // judged the account active, refuses the agent's next command.
+    let admin = Actor::system();
+    there
+        .update_user(
+            &admin,
+            agent.id.unwrap(),
+            UserUpdate {
+                active: Some(false),
+                ..UserUpdate::default()
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let at = head(&here).await;
+    assert_refused(
+        here.act(&agent, ticket, None, public("after deactivation"))
+            .await,
+        "user_deactivated",
+    );
+    assert_eq!(head(&here).await, at, "a refused command wrote");
+
+    let records = stream(here.store(), &ticket_stream(ticket)).await;
+    assert_eq!(
+        records.iter().map(|r| r.version).collect::<Vec<_>>(),
+        (1..=records.len() as u64).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        rebuild(&records),
+        here.ticket(ticket).await.unwrap().unwrap().0
+    );
 }

@@ -7,14 +7,18 @@
 use std::sync::Arc;
 
 use ledgerdesk_domain::ticket::{AgentFact, DepartmentFact};
-use ledgerdesk_domain::{settings, stream_id, Aggregate, Department, Settings, Ticket, User};
-use ledgerdesk_store::{ActorKind, EventStore, Metadata, StreamRange};
+use ledgerdesk_domain::{fold, settings, stream_id, Aggregate, Department, Settings, Ticket, User};
+use ledgerdesk_store::{
+    ActorKind, EventStore, ExpectedVersion, Metadata, StoreError, StreamAppend, StreamRange,
+};
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::actor::Actor;
+use crate::cache::{AggregateCache, Cached};
 use crate::error::{AppError, DomainRefusal};
-use crate::handler::{execute, load, load_range, Committed};
+use crate::handler::MAX_ATTEMPTS;
+use crate::handler::{backoff, check_precondition, load, load_range, stream_append, Committed};
 use crate::locks::StreamLocks;
 use crate::subjects;
 
@@ -66,6 +70,8 @@ pub struct Helpdesk {
     pub(crate) store: Arc<dyn EventStore>,
     /// Shared by clones: one `Helpdesk` per process, cloned into handlers.
     pub(crate) locks: Arc<StreamLocks>,
+    /// Shared by clones: the states this process decided on last.
+    pub(crate) cache: Arc<AggregateCache>,
 }
 
 impl std::fmt::Debug for Helpdesk {
@@ -82,6 +88,7 @@ impl Helpdesk {
         Self {
             store,
             locks: Arc::default(),
+            cache: Arc::default(),
         }
     }
 
@@ -134,13 +141,23 @@ impl Helpdesk {
         subjects::find(&self.store.db(), email).await
     }
 
-    /// [`execute`] behind this process's queue for the stream.
+    /// One command on one stream, behind this process's queue for the
+    /// stream: [`execute`]'s load → build → decide → append, on the state
+    /// the cache holds when it holds one.
+    ///
+    /// When `check_actor` names an agent, the agent's own
+    /// account must be able to act, and the append carries a zero-event
+    /// check of the account's stream at the version that was judged: an
+    /// account deactivated meanwhile (in any process) is a conflict, and the
+    /// command is judged again, so no command slips in after a
+    /// deactivation.
     pub(crate) async fn run<A, F>(
         &self,
         stream_id: &str,
         expected_version: Option<u64>,
         metadata: &Metadata,
-        build: F,
+        check_actor: Option<&Actor>,
+        mut build: F,
     ) -> Result<Committed, AppError>
     where
         A: Aggregate,
@@ -148,7 +165,132 @@ impl Helpdesk {
         F: FnMut(&A) -> Result<A::Command, AppError>,
     {
         let _queued = self.locks.lock(&[stream_id]).await;
-        execute::<A, F>(&*self.store, stream_id, expected_version, metadata, build).await
+        let mut attempt = 1;
+        // A cached state may be stale; whatever it cannot prove with an
+        // append (a refusal, a precondition, nothing to do) is asked again
+        // of the store.
+        let mut use_cache = true;
+        loop {
+            let guard = match check_actor.map(|actor| self.account_guard(actor, use_cache)) {
+                Some(guard) => match guard.await {
+                    Ok(guard) => guard,
+                    Err(e) if use_cache => {
+                        tracing::trace!(error = %e, "refusal on a cached account; asking the store");
+                        use_cache = false;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+                None => None,
+            };
+            let (loaded, cached) = self.cached::<A>(stream_id, use_cache).await?;
+            let decided = build(&loaded.state).and_then(|command| {
+                check_precondition(expected_version, loaded.version)?;
+                loaded.state.decide(&command).map_err(AppError::rejected)
+            });
+            let events = match decided {
+                Ok(events) if !events.is_empty() => events,
+                _ if cached => {
+                    use_cache = false;
+                    continue;
+                }
+                Ok(_) => {
+                    return Ok(Committed {
+                        version: loaded.version,
+                        position: loaded.position,
+                    })
+                }
+                Err(e) => return Err(e),
+            };
+            let mut appends: Vec<StreamAppend> = guard.into_iter().collect();
+            appends.push(stream_append(stream_id, loaded.version, &events, metadata));
+            match self.store.append_many(appends).await {
+                Ok(done) => {
+                    let done = done.last().ok_or_else(|| {
+                        StoreError::Invalid("append returned no result".to_string())
+                    })?;
+                    self.cache.put(
+                        stream_id,
+                        Cached {
+                            state: fold(loaded.state, &events),
+                            version: done.version,
+                            position: done.position,
+                        },
+                    );
+                    return Ok(Committed {
+                        version: done.version,
+                        position: done.position,
+                    });
+                }
+                Err(StoreError::Conflict {
+                    stream_id: stale, ..
+                }) => {
+                    self.cache.evict(&stale);
+                    use_cache = false;
+                    if attempt >= MAX_ATTEMPTS {
+                        return Err(AppError::Conflict {
+                            stream_id: stream_id.to_string(),
+                            attempts: MAX_ATTEMPTS,
+                        });
+                    }
+                    backoff(attempt).await;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    // Whether it was written is unknown (a connection lost at
+                    // the commit): the next command reads the stream again.
+                    self.cache.evict(stream_id);
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+
+    /// The state of `stream_id` and whether it came from the cache.
+    async fn cached<A: Aggregate>(
+        &self,
+        stream_id: &str,
+        use_cache: bool,
+    ) -> Result<(Cached<A>, bool), AppError> {
+        if use_cache {
+            if let Some(hit) = self.cache.get::<A>(stream_id) {
+                return Ok((hit, true));
+            }
+        }
+        let loaded = load_range::<A>(&*self.store, stream_id, StreamRange::all()).await?;
+        let fresh = Cached {
+            state: loaded.state,
+            version: loaded.version,
+            position: loaded.position,
+        };
+        if fresh.version > 0 {
+            self.cache.put(stream_id, fresh.clone());
+        }
+        Ok((fresh, false))
+    }
+
+    /// For an agent: its account may act (on the cached or a fresh state),
+    /// and the zero-event append that pins the account at that version.
+    async fn account_guard(
+        &self,
+        actor: &Actor,
+        use_cache: bool,
+    ) -> Result<Option<StreamAppend>, AppError> {
+        if actor.kind != ActorKind::Agent {
+            return Ok(None);
+        }
+        let id = actor.id.ok_or_else(|| AppError::Invalid {
+            field: "actor",
+            message: "an agent request needs the agent's user id".to_string(),
+        })?;
+        let stream = stream_id(User::STREAM_TYPE, id);
+        let (account, _) = self.cached::<User>(&stream, use_cache).await?;
+        can_act(&account.state)?;
+        let expected = match account.version {
+            0 => ExpectedVersion::NoStream,
+            v => ExpectedVersion::Exact(v),
+        };
+        Ok(Some(StreamAppend::new(&stream, expected, Vec::new())))
     }
 
     pub(crate) async fn load_user(&self, id: Uuid) -> Result<(User, u64), AppError> {
@@ -170,11 +312,7 @@ impl Helpdesk {
             message: "an agent request needs the agent's user id".to_string(),
         })?;
         let (user, _) = self.load_user(id).await?;
-        user.ensure_can_act().map_err(|e| {
-            let mut refusal = DomainRefusal::from(e);
-            refusal.field = Some("actor");
-            AppError::Rejected(refusal)
-        })
+        can_act(&user)
     }
 
     /// What the ticket aggregate needs to know about a named agent.
@@ -196,4 +334,13 @@ impl Helpdesk {
             active: !department.deactivated,
         })
     }
+}
+
+/// An agent acts only through an existing, active account.
+fn can_act(user: &User) -> Result<(), AppError> {
+    user.ensure_can_act().map_err(|e| {
+        let mut refusal = DomainRefusal::from(e);
+        refusal.field = Some("actor");
+        AppError::Rejected(refusal)
+    })
 }

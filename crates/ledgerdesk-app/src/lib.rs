@@ -36,6 +36,7 @@
 
 pub mod accounts;
 pub mod actor;
+mod cache;
 pub mod error;
 pub mod handler;
 pub mod helpdesk;

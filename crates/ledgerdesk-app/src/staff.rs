@@ -241,7 +241,6 @@ impl Helpdesk {
         input: input::SettingChange,
         expected_version: Option<u64>,
     ) -> Result<Outcome, AppError> {
-        self.ensure_can_act(actor).await?;
         let command = SettingsCommand::Change {
             key: input.key,
             value: input.value,
@@ -251,6 +250,7 @@ impl Helpdesk {
                 settings::STREAM_ID,
                 expected_version,
                 &actor.metadata(),
+                Some(actor),
                 |_| Ok(command.clone()),
             )
             .await?;
@@ -267,15 +267,13 @@ impl Helpdesk {
         check_actor: bool,
         command: UserCommand,
     ) -> Result<Outcome, AppError> {
-        if check_actor {
-            self.ensure_can_act(actor).await?;
-        }
         let is_create = matches!(command, UserCommand::Create { .. });
         let committed = self
             .run::<User, _>(
                 &stream_id(User::STREAM_TYPE, user_id),
                 expected_version,
                 &actor.metadata(),
+                check_actor.then_some(actor),
                 |state| match state.id {
                     None if !is_create => Err(AppError::NotFound {
                         what: User::STREAM_TYPE,
@@ -295,13 +293,13 @@ impl Helpdesk {
         expected_version: Option<u64>,
         command: DepartmentCommand,
     ) -> Result<Outcome, AppError> {
-        self.ensure_can_act(actor).await?;
         let is_create = matches!(command, DepartmentCommand::Create { .. });
         let committed = self
             .run::<Department, _>(
                 &stream_id(Department::STREAM_TYPE, department_id),
                 expected_version,
                 &actor.metadata(),
+                Some(actor),
                 |state| match state.id {
                     None if !is_create => Err(AppError::NotFound {
                         what: Department::STREAM_TYPE,

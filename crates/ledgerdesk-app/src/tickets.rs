@@ -78,9 +78,13 @@ impl Helpdesk {
         }
         let message_id = create.message_id;
         let committed = self
-            .run::<Ticket, _>(&ticket_stream(ticket_id), None, &metadata, |_| {
-                Ok(TicketCommand::Create(create.clone()))
-            })
+            .run::<Ticket, _>(
+                &ticket_stream(ticket_id),
+                None,
+                &metadata,
+                Some(actor),
+                |_| Ok(TicketCommand::Create(create.clone())),
+            )
             .await?;
         Ok(Outcome::new(ticket_id, committed).with_item(message_id))
     }
@@ -236,12 +240,12 @@ impl Helpdesk {
         expected_version: Option<u64>,
         command: TicketCommand,
     ) -> Result<Outcome, AppError> {
-        self.ensure_can_act(actor).await?;
         let committed = self
             .run::<Ticket, _>(
                 &ticket_stream(ticket_id),
                 expected_version,
                 &actor.metadata(),
+                Some(actor),
                 |state| match state.id {
                     Some(_) => Ok(command.clone()),
                     None => Err(not_found(ticket_id)),
@@ -271,6 +275,10 @@ impl Helpdesk {
         let metadata: Metadata = actor.metadata();
         let (source_stream, target_stream) = (ticket_stream(source_id), ticket_stream(target_id));
         let _queued = self.locks.lock(&[&source_stream, &target_stream]).await;
+        // Appended to here without the cache: the next command on either
+        // stream reads it again (it could not run before this one ends).
+        self.cache.evict(&source_stream);
+        self.cache.evict(&target_stream);
         for attempt in 1..=MAX_ATTEMPTS {
             let source =
                 load_range::<Ticket>(&*self.store, &source_stream, StreamRange::all()).await?;
