@@ -39,8 +39,8 @@ pub use async_trait::async_trait;
 pub use error::ProjectionError;
 pub use projection::{Event, Names, Projection};
 pub use runner::{
-    build_as_of, build_as_of_time, open_as_of, ProjectionFailure, ProjectionHealth,
-    ProjectionStatus, Projector, WorkerState,
+    build_as_of, build_as_of_time, open_as_of, LagHistogram, ProjectionFailure, ProjectionHealth,
+    ProjectionStatus, Projector, WorkerState, LAG_BUCKETS_MS,
 };
 
 use std::sync::Arc;

@@ -126,7 +126,7 @@ impl EventStore for PostgresStore {
     }
 
     fn db(&self) -> DbPool {
-        DbPool(Pool::Postgres(self.pool.clone()))
+        DbPool(Pool::Postgres(self.pool.clone()), None)
     }
 
     async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<Vec<Appended>, StoreError> {

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,7 +18,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use tokio::sync::watch;
 
-use crate::db::{DbPool, Pool};
+use crate::db::{DbPool, Pool, SqliteWrites};
 use crate::event::{Appended, Backend, Head, RecordedEvent, StreamAppend, StreamRange};
 use crate::plan::{Row as EventRow, Tip};
 use crate::store::EventStore;
@@ -32,6 +33,7 @@ const INSERT_CHUNK: usize = 256;
 /// The SQLite event store.
 pub struct SqliteStore {
     pool: SqlitePool,
+    writes: SqliteWrites,
     writer: Writer,
     head: watch::Receiver<u64>,
 }
@@ -72,20 +74,37 @@ impl SqliteStore {
         }
         let write_pool = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await?;
+        // One connection: read-model writes queue behind the gate anyway.
+        let relaxed = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(connect.synchronous(SqliteSynchronous::Normal))
+            .await?;
+        let writes = SqliteWrites {
+            gate: Arc::default(),
+            behind: Arc::default(),
+            relaxed,
+        };
         let (head_tx, head) = watch::channel(0);
         let tip = sql::decode_tip(sqlx::query(sql::TIP).fetch_optional(&pool).await?)?;
         head_tx.send_replace(tip.position);
         let writer = Writer::spawn(
             SqliteWriter {
                 pool: write_pool,
+                gate: writes.gate.clone(),
+                held: None,
                 conn: None,
             },
             head_tx,
             options.observer.clone(),
         );
-        Ok(Self { pool, writer, head })
+        Ok(Self {
+            pool,
+            writes,
+            writer,
+            head,
+        })
     }
 
     /// Apply the migrations to `pool`.
@@ -116,7 +135,7 @@ impl EventStore for SqliteStore {
     }
 
     fn db(&self) -> DbPool {
-        DbPool(Pool::Sqlite(self.pool.clone()))
+        DbPool(Pool::Sqlite(self.pool.clone()), Some(self.writes.clone()))
     }
 
     async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<Vec<Appended>, StoreError> {
@@ -178,6 +197,10 @@ impl EventStore for SqliteStore {
 
 struct SqliteWriter {
     pool: SqlitePool,
+    /// The process's write gate ([`SqliteWrites::gate`]), held from
+    /// `BEGIN IMMEDIATE` to the end of the transaction.
+    gate: Arc<tokio::sync::Mutex<()>>,
+    held: Option<tokio::sync::OwnedMutexGuard<()>>,
     conn: Option<PoolConnection<Sqlite>>,
 }
 
@@ -193,6 +216,7 @@ impl WriteConn for SqliteWriter {
     async fn begin_locked(&mut self) -> Result<(), StoreError> {
         // Kept before BEGIN so that the writer's rollback always finds it.
         self.conn = Some(self.pool.acquire().await?);
+        self.held = Some(self.gate.clone().lock_owned().await);
         // IMMEDIATE takes the write lock now; a deferred BEGIN would fail
         // with SQLITE_BUSY on upgrade if another process wrote meanwhile.
         sqlx::query("BEGIN IMMEDIATE")
@@ -255,10 +279,13 @@ impl WriteConn for SqliteWriter {
         // Only a committed connection goes back to the pool; after a failed
         // COMMIT the caller's rollback still has it.
         self.conn = None;
+        self.held = None;
         Ok(())
     }
 
     async fn rollback(&mut self) -> Result<(), StoreError> {
+        // Whatever happens below, this transaction no longer writes.
+        let _held = self.held.take();
         if let Some(mut conn) = self.conn.take() {
             if let Err(e) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
                 // A connection in an unknown state must not go back to the pool.

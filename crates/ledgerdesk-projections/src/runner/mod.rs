@@ -17,6 +17,7 @@
 //! that makes one of them run per projection, `status` catch-up, status
 //! and failures, `rebuild` shadow rebuilds and as-of files.
 
+mod lag;
 mod lease;
 mod rebuild;
 mod status;
@@ -27,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use ledgerdesk_store::{DbPool, EventStore};
+use ledgerdesk_store::{DbPool, EventStore, RecordedEvent};
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -36,6 +37,7 @@ use crate::error::ProjectionError;
 use crate::projection::{Event, Names, Projection};
 use crate::schema::{Table, FAILURES};
 
+pub use lag::{LagHistogram, LAG_BUCKETS_MS};
 pub use lease::lease_key;
 pub use rebuild::{build_as_of, build_as_of_time, open_as_of};
 
@@ -151,6 +153,53 @@ struct Inner {
     positions: HashMap<&'static str, watch::Sender<u64>>,
     failures_total: Mutex<HashMap<&'static str, u64>>,
     failures_table: std::sync::atomic::AtomicBool,
+    /// Per projection, how long events waited for this process's worker.
+    lags: HashMap<&'static str, lag::LagCounts>,
+    /// Pages of the log read lately, shared by the workers.
+    pages: Pages,
+}
+
+/// The workers of one process mostly want the same page at the same time
+/// (they wake on the same head change): one of them reads it (and the vault
+/// opens its personal data once), the others take it from here.
+#[derive(Default)]
+struct Pages {
+    recent: Mutex<std::collections::VecDeque<Page>>,
+    reading: tokio::sync::Mutex<()>,
+}
+
+struct Page {
+    from: u64,
+    limit: usize,
+    /// The head this process knew when the page was read.
+    head: u64,
+    records: Arc<Vec<RecordedEvent>>,
+}
+
+/// Pages kept: enough for workers a few pages apart.
+const PAGES_KEPT: usize = 8;
+
+impl Pages {
+    /// A page read earlier that is still what a read now would return: the
+    /// same start and size, and either full or read at the current head.
+    fn find(&self, from: u64, limit: usize, head: u64) -> Option<Arc<Vec<RecordedEvent>>> {
+        let recent = self.recent.lock().ok()?;
+        recent
+            .iter()
+            .find(|p| {
+                p.from == from && p.limit == limit && (p.records.len() == limit || p.head >= head)
+            })
+            .map(|p| p.records.clone())
+    }
+
+    fn keep(&self, page: Page) {
+        if let Ok(mut recent) = self.recent.lock() {
+            if recent.len() >= PAGES_KEPT {
+                recent.pop_front();
+            }
+            recent.push_back(page);
+        }
+    }
 }
 
 /// Runs projections against one store: background workers, catch-up,
@@ -180,6 +229,18 @@ fn now_us() -> i64 {
     Utc::now().timestamp_micros()
 }
 
+/// Where a page goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Write {
+    /// A rebuild's shadow tables; the checkpoint stays.
+    Shadow,
+    /// The live tables and the checkpoint (catch-up, as-of builds).
+    Checkpoint,
+    /// As `Checkpoint`, by the background worker, whose pages count
+    /// towards the projection's lag.
+    Worker,
+}
+
 /// Outcome of one page.
 enum Step {
     /// Applied this many events.
@@ -207,6 +268,10 @@ impl Projector {
             .iter()
             .map(|p| (p.name(), watch::channel(0).0))
             .collect();
+        let lags = projections
+            .iter()
+            .map(|p| (p.name(), lag::LagCounts::default()))
+            .collect();
         Projector {
             inner: Arc::new(Inner {
                 store,
@@ -216,6 +281,8 @@ impl Projector {
                 positions,
                 failures_total: Mutex::default(),
                 failures_table: Default::default(),
+                lags,
+                pages: Pages::default(),
             }),
         }
     }
@@ -234,6 +301,12 @@ impl Projector {
                 .collect(),
             failures_total: Mutex::default(),
             failures_table: Default::default(),
+            lags: arc
+                .lags
+                .keys()
+                .map(|name| (*name, lag::LagCounts::default()))
+                .collect(),
+            pages: Pages::default(),
         });
         Projector {
             inner: Arc::new(Inner {
@@ -290,6 +363,15 @@ impl Projector {
                 grew
             });
         }
+    }
+
+    /// How long events waited for this process's workers, per projection.
+    pub fn lags(&self) -> Vec<LagHistogram> {
+        self.inner
+            .projections
+            .iter()
+            .filter_map(|p| self.inner.lags.get(p.name()).map(|l| l.snapshot(p.name())))
+            .collect()
     }
 
     /// The position of projection `name`, read from its checkpoint.
@@ -414,8 +496,35 @@ impl Projector {
         Ok(cp)
     }
 
-    /// Read the page after `from` and apply it to `names`. With
-    /// `checkpoint`, the checkpoint moves from `from` in the same
+    /// The `limit` events after `from`, read once for all the workers that
+    /// ask for them (see [`Pages`]).
+    async fn page(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<Arc<Vec<RecordedEvent>>, ProjectionError> {
+        let pages = &self.inner.pages;
+        let head = *self.inner.store.watch_head().borrow();
+        if let Some(page) = pages.find(from, limit, head) {
+            return Ok(page);
+        }
+        let _one_reader = pages.reading.lock().await;
+        let head = *self.inner.store.watch_head().borrow();
+        if let Some(page) = pages.find(from, limit, head) {
+            return Ok(page);
+        }
+        let records = Arc::new(self.inner.store.read_all(from, limit).await?);
+        pages.keep(Page {
+            from,
+            limit,
+            head,
+            records: records.clone(),
+        });
+        Ok(records)
+    }
+
+    /// Read the page after `from` and apply it to `names`. Unless `write`
+    /// is [`Write::Shadow`], the checkpoint moves from `from` in the same
     /// transaction (compare-and-set).
     async fn step(
         &self,
@@ -424,8 +533,9 @@ impl Projector {
         names: &Names,
         from: u64,
         until: Option<u64>,
-        checkpoint: bool,
+        write: Write,
     ) -> Result<(Step, u64), ProjectionError> {
+        let checkpoint = write != Write::Shadow;
         let mut limit = self.inner.page_size;
         if let Some(until) = until {
             limit = limit.min(until.saturating_sub(from) as usize);
@@ -433,22 +543,27 @@ impl Projector {
         if limit == 0 {
             return Ok((Step::Applied(0), from));
         }
-        let records = self.inner.store.read_all(from, limit).await?;
+        let records = self.page(from, limit).await?;
         let Some(last) = records.last() else {
             return Ok((Step::Applied(0), from));
         };
         let (to, to_time) = (last.position, last.recorded_at.timestamp_micros());
         let n = records.len();
-        let events: Vec<Event> = records
-            .into_iter()
-            .filter(|r| p.wants(&r.stream_type, &r.event_type))
-            .map(|r| Event::decode(r, true))
-            .collect();
-        let mut tx = if checkpoint {
-            db::begin(pool).await?
-        } else {
-            db::begin_write(pool).await?
+        let recorded: Vec<i64> = match write {
+            Write::Worker => records
+                .iter()
+                .map(|r| r.recorded_at.timestamp_micros())
+                .collect(),
+            _ => Vec::new(),
         };
+        let events: Vec<Event> = records
+            .iter()
+            .filter(|r| p.wants(&r.stream_type, &r.event_type))
+            .map(|r| Event::decode(r.clone(), true))
+            .collect();
+        // Read models are rebuilt from the log, so their commits need not
+        // wait for the disk (`begin_rebuildable`, ADR 0001).
+        let mut tx = db::begin_rebuildable(pool).await?;
         // The checkpoint first: it takes the row lock (PostgreSQL) or the
         // write lock (SQLite) before any read-model row is touched.
         if checkpoint {
@@ -467,6 +582,9 @@ impl Projector {
             p.apply(&events, names, &mut tx).await?;
         }
         tx.commit().await?;
+        if let Some(lags) = self.inner.lags.get(p.name()) {
+            lags.record(now_us(), recorded.into_iter());
+        }
         Ok((Step::Applied(n), to))
     }
 }

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use ledgerdesk_store::{DbPool, EventStore};
 
 use super::lease::Lease;
-use super::{now_us, Projector, Step, WorkerState};
+use super::{now_us, Projector, Step, WorkerState, Write};
 use crate::db::{self, Dialect};
 use crate::error::ProjectionError;
 use crate::projection::{Names, Projection};
@@ -72,7 +72,9 @@ impl Projector {
         let mut total = self.inner.store.head().await?.position;
         let mut position = 0;
         loop {
-            let (step, to) = self.step(p, pool, &shadow, position, None, false).await?;
+            let (step, to) = self
+                .step(p, pool, &shadow, position, None, Write::Shadow)
+                .await?;
             match step {
                 Step::Applied(0) => break,
                 Step::Applied(_) => {
@@ -170,7 +172,14 @@ impl Projector {
         let mut position = 0;
         loop {
             match self
-                .step(p, &target, &Names::LIVE, position, Some(until), true)
+                .step(
+                    p,
+                    &target,
+                    &Names::LIVE,
+                    position,
+                    Some(until),
+                    Write::Checkpoint,
+                )
                 .await?
             {
                 (Step::Applied(0), _) => break,

@@ -7,7 +7,7 @@ use chrono::DateTime;
 
 use super::{
     now_us, FailureRow, ProjectionFailure, ProjectionHealth, ProjectionStatus, Projector, Step,
-    WorkerState,
+    WorkerState, Write,
 };
 use crate::db::{self, Dialect};
 use crate::error::ProjectionError;
@@ -109,7 +109,7 @@ impl Projector {
         let mut position = self.checkpoint(name).await?.position;
         while pages < max_pages {
             match self
-                .step(&*p, &pool, &Names::LIVE, position, None, true)
+                .step(&*p, &pool, &Names::LIVE, position, None, Write::Checkpoint)
                 .await?
             {
                 (Step::Applied(0), _) => break,

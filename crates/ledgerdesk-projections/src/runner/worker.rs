@@ -10,7 +10,8 @@ use tokio::sync::watch;
 
 use super::lease::Lease;
 use super::{
-    Projector, Step, WorkerState, FAILED_RETRY_INTERVAL, FIRST_BACKOFF, MAX_ATTEMPTS, POLL_INTERVAL,
+    Projector, Step, WorkerState, Write, FAILED_RETRY_INTERVAL, FIRST_BACKOFF, MAX_ATTEMPTS,
+    POLL_INTERVAL,
 };
 use crate::projection::{Names, Projection};
 
@@ -111,7 +112,7 @@ impl Projector {
                 }
                 let until = (from < single_until).then_some(from + 1);
                 match self
-                    .step(&*p, &pool, &Names::LIVE, from, until, true)
+                    .step(&*p, &pool, &Names::LIVE, from, until, Write::Worker)
                     .boxed()
                     .await
                 {
