@@ -33,7 +33,7 @@ verify:
 clean-data:
 	rm -rf data
 
-.PHONY: api-contract browser-test bench-http bench-export bench-audit
+.PHONY: api-contract browser-test bench-http bench-scale bench-export bench-audit
 
 api-contract: ## The server against its own OpenAPI document (schemathesis; installs it into a venv under ~/.cache)
 	CARGO=$(CARGO) scripts/api-contract.sh
@@ -43,6 +43,9 @@ browser-test: ## The console in headless Chromium through Selenium (installs chr
 
 bench-http: ## HTTP load: add a message to many tickets from 64 connections for 10 s (release build, SQLite, wrk)
 	CARGO=$(CARGO) scripts/bench-http.sh
+
+bench-scale: ## Scale-out on PostgreSQL: the bench-http load over 1, then 3 serve processes on one database, projections in a separate process (release build, wrk, psql)
+	CARGO=$(CARGO) scripts/bench-scale.sh
 
 bench-export: ## Server memory while exporting a 1,000,000-event audit log as CSV and NDJSON (release build, SQLite)
 	CARGO=$(CARGO) scripts/bench-export.sh

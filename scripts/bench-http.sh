@@ -18,9 +18,13 @@ if ! command -v wrk >/dev/null; then
   apt-get install -y wrk >/dev/null
 fi
 
-$CARGO build --release -q -p ledgerdesk
-target_dir=$($CARGO metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-bin="$target_dir/release/ledgerdesk"
+if [[ -n "${LEDGERDESK_BIN:-}" ]]; then
+  bin=$LEDGERDESK_BIN   # a binary built elsewhere, e.g. to compare two builds
+else
+  $CARGO build --release -q -p ledgerdesk
+  target_dir=$($CARGO metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  bin="$target_dir/release/ledgerdesk"
+fi
 
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -73,11 +77,19 @@ PY
 echo "server: $bin (release, SQLite), $(nproc) cores; $TICKETS tickets; wrk -t$THREADS -c$CONNECTIONS -d$DURATION"
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
 total_ticks() { awk '/^cpu / {s = 0; for (i = 2; i <= NF; i++) s += $i; print s, $5}' /proc/stat; }
+curl -fs "$base/metrics" >"$work/metrics.before" || true
 server_before=$(cpu_ticks); read -r total_before idle_before < <(total_ticks)
 BENCH_IDS="$work/ids" BENCH_TOKEN="$(cat "$work/token")" \
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s scripts/bench/post_message.lua "$base" | tee "$work/wrk.txt"
 
 server_after=$(cpu_ticks); read -r total_after idle_after < <(total_ticks)
+# The projections catch up (at most 30 s) so that every event of the run
+# counts in their lag.
+for _ in $(seq 300); do
+  curl -fs "$base/metrics" >"$work/metrics.after" || true
+  awk '/^ledgerdesk_projection_lag_events/ && $2 > 0 {behind = 1} END {exit behind}' "$work/metrics.after" && break
+  sleep 0.1
+done
 requests=$(awk '/requests in/ {print $1}' "$work/wrk.txt")
 hz=$(getconf CLK_TCK)
 server_us=$(( (server_after - server_before) * 1000000 / hz / (requests > 0 ? requests : 1) ))
@@ -88,3 +100,4 @@ errors=$(awk '/Non-2xx/ {print $NF}' "$work/wrk.txt")
 echo
 echo "add a message: ${rps} requests/s, p99 ${p99}, non-2xx ${errors:-0}"
 echo "machine CPU busy ${busy}% during the run; server CPU ${server_us} µs per request"
+python3 scripts/bench/metrics_diff.py "$work/metrics.before" "$work/metrics.after"

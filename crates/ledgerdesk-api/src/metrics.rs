@@ -17,7 +17,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ledgerdesk_projections::{ProjectionHealth, Projector, WorkerState};
+use ledgerdesk_projections::{
+    LagHistogram, ProjectionHealth, Projector, WorkerState, LAG_BUCKETS_MS,
+};
 use ledgerdesk_store::{GroupStats, WriterObserver};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -269,6 +271,16 @@ impl LogCollector {
         .into_iter()
         .flatten()
         .cloned()
+        .chain(
+            Desc::new(
+                LAG_SECONDS.to_string(),
+                "Time from an event's recording to the commit of the page that applied it."
+                    .to_string(),
+                vec!["projection".to_string()],
+                Default::default(),
+            )
+            .ok(),
+        )
         .collect();
         Self {
             head,
@@ -293,8 +305,54 @@ impl Collector for LogCollector {
         let mut out = appended_total.collect();
         out.extend(head_gauge.collect());
         out.extend(projection_families(&self.projector.health(), head));
+        out.push(lag_family(&self.projector.lags()));
         out
     }
+}
+
+const LAG_SECONDS: &str = "ledgerdesk_projection_lag_seconds";
+
+/// How long events waited for this process's projection workers: from
+/// `recorded_at` to the commit of the page that applied them. Counted by the
+/// projector in its own buckets, so it is built here rather than observed.
+fn lag_family(lags: &[LagHistogram]) -> MetricFamily {
+    use prometheus::proto::{Bucket, Histogram as Hist, LabelPair, Metric, MetricType};
+    let metrics = lags
+        .iter()
+        .map(|h| {
+            let mut cumulative = 0;
+            let buckets = LAG_BUCKETS_MS
+                .iter()
+                .zip(&h.counts)
+                .map(|(bound_ms, n)| {
+                    cumulative += n;
+                    let mut b = Bucket::default();
+                    b.set_upper_bound(*bound_ms as f64 / 1_000.0);
+                    b.set_cumulative_count(cumulative);
+                    b
+                })
+                .collect();
+            let mut hist = Hist::default();
+            hist.set_sample_count(h.total());
+            hist.set_sample_sum(h.sum.as_secs_f64());
+            hist.set_bucket(buckets);
+            let mut label = LabelPair::default();
+            label.set_name("projection".to_string());
+            label.set_value(h.projection.to_string());
+            let mut m = Metric::from_label(vec![label]);
+            m.set_histogram(hist);
+            m
+        })
+        .collect();
+    let mut family = MetricFamily::default();
+    family.set_name(LAG_SECONDS.to_string());
+    family.set_help(
+        "Time from an event's recording to the commit of the page that applied it, per projection (this process's workers)."
+            .to_string(),
+    );
+    family.set_field_type(MetricType::HISTOGRAM);
+    family.set_metric(metrics);
+    family
 }
 
 /// The per-projection families for `projections` with the log at `head`.

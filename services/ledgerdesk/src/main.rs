@@ -192,6 +192,21 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
             let projector = Projector::new(sealed(open(&settings).await?));
             tracing::info!(projections = ?projector.names(), "projection worker started");
             projector.spawn(shutdown_signal()).await?;
+            // What the workers' lag was over this process's life, for
+            // whoever runs several processes and has no scrape of them.
+            for lag in projector.lags() {
+                let at_most = |q| match lag.quantile_bound(q) {
+                    Some(d) => format!("<= {} ms", d.as_millis()),
+                    None => "-".to_string(),
+                };
+                tracing::info!(
+                    projection = lag.projection,
+                    events = lag.total(),
+                    p50 = %at_most(0.5),
+                    p99 = %at_most(0.99),
+                    "projection lag"
+                );
+            }
             tracing::info!("projection worker stopped");
             Ok(ExitCode::SUCCESS)
         }
