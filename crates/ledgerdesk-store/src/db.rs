@@ -36,11 +36,10 @@ pub(crate) struct SqliteWrites {
     /// handler (1, 2, 5, 10 … ms), which is what made request latency's
     /// tail.
     pub gate: Arc<tokio::sync::Mutex<()>>,
-    /// Read-model writers queue here before they queue at the gate, so at
-    /// most one of them waits there ahead of the event writer: an append
-    /// (which a client is waiting for) waits for at most the read-model
-    /// transaction running and one more, however many projections there
-    /// are.
+    /// Read-model writers hold this for their whole transaction, so at
+    /// most one of them holds or waits for the gate: an append (which a
+    /// client is waiting for) waits for at most one read-model transaction,
+    /// however many projections there are.
     pub behind: Arc<tokio::sync::Mutex<()>>,
     /// Connections whose commits do not wait for the disk
     /// (`synchronous=NORMAL`): for tables rebuilt from the log.
@@ -392,14 +391,12 @@ pub async fn begin_write(pool: &DbPool) -> Result<Tx, sqlx::Error> {
 pub async fn begin_rebuildable(pool: &DbPool) -> Result<WriteTx, sqlx::Error> {
     match (&pool.0, &pool.1) {
         (Pool::Sqlite(_), Some(writes)) => {
-            let gate = {
-                let _queued = writes.behind.lock().await;
-                writes.gate.clone().lock_owned().await
-            };
+            let behind = writes.behind.clone().lock_owned().await;
+            let gate = writes.gate.clone().lock_owned().await;
             let tx = writes.relaxed.begin_with("BEGIN IMMEDIATE").await?;
             Ok(WriteTx {
                 tx: Tx::Sqlite(tx),
-                _gate: Some(gate),
+                _gate: Some((gate, behind)),
             })
         }
         (Pool::Sqlite(_), None) => Ok(WriteTx {
@@ -423,7 +420,12 @@ pub async fn begin_rebuildable(pool: &DbPool) -> Result<WriteTx, sqlx::Error> {
 /// commits or is dropped.
 pub struct WriteTx {
     tx: Tx,
-    _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// The gate, then the read-model writers' own queue (see
+    /// [`SqliteWrites::behind`]); dropped in this order.
+    _gate: Option<(
+        tokio::sync::OwnedMutexGuard<()>,
+        tokio::sync::OwnedMutexGuard<()>,
+    )>,
 }
 
 impl WriteTx {
