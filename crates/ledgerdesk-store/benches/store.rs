@@ -4,13 +4,16 @@
 //!
 //! SQLite always; PostgreSQL when `LEDGERDESK_BENCH_POSTGRES_URL` (or
 //! `LEDGERDESK_TEST_POSTGRES_URL`) names a server. `BENCH_EVENTS` sets the
-//! size of the read-all log (default 1,000,000).
+//! size of the read-all log (default 1,000,000); `BENCH_ONLY=sqlite` or
+//! `=postgres` measures one backend.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use ledgerdesk_store::{
-    ActorKind, EventStore, ExpectedVersion, Metadata, NewEvent, OpenOptions, StreamAppend,
+    ActorKind, EventStore, ExpectedVersion, GroupStats, Metadata, NewEvent, OpenOptions,
+    StreamAppend, WriterObserver,
 };
 use sqlx::{Connection, QueryBuilder};
 
@@ -92,10 +95,35 @@ async fn postgres_db(admin: &str) -> Db {
     }
 }
 
-async fn open(url: &str) -> Arc<dyn EventStore> {
-    ledgerdesk_store::open(url, &OpenOptions::default())
-        .await
-        .expect("open")
+/// Counts the writer's groups, to show how well appends were gathered.
+#[derive(Default)]
+struct Groups {
+    groups: AtomicUsize,
+    appends: AtomicUsize,
+    micros: AtomicUsize,
+}
+
+impl Groups {
+    fn snapshot(&self) -> (usize, usize, usize) {
+        (
+            self.groups.load(Ordering::Relaxed),
+            self.appends.load(Ordering::Relaxed),
+            self.micros.load(Ordering::Relaxed),
+        )
+    }
+    fn since(&self, (g, a, m): (usize, usize, usize)) -> (usize, usize, usize) {
+        let (g2, a2, m2) = self.snapshot();
+        (g2 - g, a2 - a, m2 - m)
+    }
+}
+
+impl WriterObserver for Groups {
+    fn group(&self, group: GroupStats) {
+        self.groups.fetch_add(1, Ordering::Relaxed);
+        self.appends.fetch_add(group.appends, Ordering::Relaxed);
+        self.micros
+            .fetch_add(group.elapsed.as_micros() as usize, Ordering::Relaxed);
+    }
 }
 
 fn rate(n: usize, since: Instant) -> f64 {
@@ -208,6 +236,64 @@ async fn raw_batch_sqlite(url: &str, batches: usize) -> f64 {
             });
             q.build().execute(&mut *tx).await.unwrap();
         }
+        tx.commit().await.unwrap();
+    }
+    rate(rows.len(), t)
+}
+
+/// The binary COPY format (PostgreSQL's `COPY … FROM STDIN (FORMAT binary)`):
+/// a header, per row a field count and length-prefixed fields, a trailer.
+fn copy_rows(rows: &[RawRow]) -> Vec<u8> {
+    fn text(out: &mut Vec<u8>, s: &str) {
+        out.extend_from_slice(&(s.len() as i32).to_be_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+    fn int8(out: &mut Vec<u8>, v: i64) {
+        out.extend_from_slice(&8i32.to_be_bytes());
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+    let mut out = Vec::with_capacity(rows.len() * 700);
+    out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    out.extend_from_slice(&[0; 8]);
+    for r in rows {
+        out.extend_from_slice(&11i16.to_be_bytes());
+        int8(&mut out, r.0);
+        text(&mut out, &r.1);
+        text(&mut out, "raw");
+        int8(&mut out, r.2);
+        text(&mut out, &r.3);
+        text(&mut out, "ticket.message_added");
+        out.extend_from_slice(&4i32.to_be_bytes());
+        out.extend_from_slice(&1i32.to_be_bytes());
+        text(&mut out, &r.4);
+        text(&mut out, &r.5);
+        int8(&mut out, r.6);
+        text(&mut out, &r.7);
+    }
+    out.extend_from_slice(&(-1i16).to_be_bytes());
+    out
+}
+
+/// Raw batches through binary COPY, each in its own transaction: the
+/// fastest way PostgreSQL takes rows, so the honest baseline for a store
+/// that uses it.
+async fn raw_copy_postgres(url: &str, batches: usize) -> f64 {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    let table = format!("raw_copy_{}", uuid::Uuid::now_v7().simple());
+    sqlx::query(&RAW_TABLE.replace("raw_events", &table))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let rows = raw_rows(batches * BATCH, 1);
+    let copy = format!("COPY {table} FROM STDIN (FORMAT binary)");
+    let t = Instant::now();
+    for chunk in rows.chunks(BATCH) {
+        // Encoding is part of the operation, as the store's hashing is.
+        let data = copy_rows(chunk);
+        let mut tx = pool.begin().await.unwrap();
+        let mut sink = tx.copy_in_raw(&copy).await.unwrap();
+        sink.send(data).await.unwrap();
+        sink.finish().await.unwrap();
         tx.commit().await.unwrap();
     }
     rate(rows.len(), t)
@@ -348,20 +434,43 @@ fn line(what: &str, ours: f64, raw: f64) {
 
 async fn bench(name: &str, db: Db, postgres: bool, read_events: usize) {
     println!("{name}:");
-    let store = open(&db.url).await;
+    let groups = Arc::new(Groups::default());
+    let store = ledgerdesk_store::open(
+        &db.url,
+        &OpenOptions {
+            observer: Some(groups.clone()),
+            ..OpenOptions::default()
+        },
+    )
+    .await
+    .expect("open");
     let batches = 100;
     let ours = batch_append(store.as_ref(), batches, 0).await;
-    let raw = if postgres {
-        raw_batch_postgres(&db.url, batches).await
+    if postgres {
+        let insert = raw_batch_postgres(&db.url, batches).await;
+        let copy = raw_copy_postgres(&db.url, batches).await;
+        println!("  (a) raw multi-row INSERT {insert:.0}/s, raw binary COPY {copy:.0}/s");
+        line(
+            "(a) batch append, 1,000 events per batch",
+            ours,
+            insert.max(copy),
+        );
     } else {
-        raw_batch_sqlite(&db.url, batches).await
-    };
-    line("(a) batch append, 1,000 events per batch", ours, raw);
+        let raw = raw_batch_sqlite(&db.url, batches).await;
+        line("(a) batch append, 1,000 events per batch", ours, raw);
+    }
 
     let per_writer = 1_000;
+    let before = groups.snapshot();
     let ours = concurrent_append(store.clone(), per_writer).await;
+    let (n_groups, n_appends, micros) = groups.since(before);
     let raw = raw_concurrent(&db.url, per_writer / 4, postgres).await;
     line("(b) 16 writers, one event per append", ours, raw);
+    println!(
+        "  (b) {n_groups} groups, {:.1} appends and {:.0} µs from lock to commit per group",
+        n_appends as f64 / n_groups.max(1) as f64,
+        micros as f64 / n_groups.max(1) as f64
+    );
 
     let t = Instant::now();
     fill(store.as_ref(), read_events).await;
@@ -392,10 +501,15 @@ async fn main() {
         "ledgerdesk event store benchmark ({} cores)",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    bench("sqlite", sqlite_db(), false, read_events).await;
+    // BENCH_ONLY=sqlite or =postgres measures one backend.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    if only != "postgres" {
+        bench("sqlite", sqlite_db(), false, read_events).await;
+    }
     let pg = std::env::var("LEDGERDESK_BENCH_POSTGRES_URL")
         .or_else(|_| std::env::var("LEDGERDESK_TEST_POSTGRES_URL"))
-        .ok();
+        .ok()
+        .filter(|_| only != "sqlite");
     match pg {
         Some(url) => bench("postgres", postgres_db(&url).await, true, read_events).await,
         None => println!("postgres: skipped (set LEDGERDESK_BENCH_POSTGRES_URL)"),

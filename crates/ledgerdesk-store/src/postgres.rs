@@ -12,9 +12,10 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{PgPool, Postgres, Row};
+use sqlx::{Executor, PgPool, Postgres, Row};
 use tokio::sync::watch;
 
 use crate::db::{DbPool, Pool};
@@ -153,14 +154,18 @@ impl EventStore for PostgresStore {
     }
 
     async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        sqlx::query(&sql::read_all())
+        // Each row is decoded as it arrives, while the database produces
+        // the next ones, instead of after the whole page is buffered.
+        let mut events = Vec::with_capacity(limit.min(sql::READ_ALL_RESERVE));
+        let statement = sql::read_all();
+        let mut rows = sqlx::query(&statement)
             .bind(sql::clamp(after))
-            .bind(limit as i64)
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(sql::decode_event)
-            .collect()
+            .bind(sql::clamp(limit as u64))
+            .fetch(&self.pool);
+        while let Some(row) = rows.try_next().await? {
+            events.push(sql::decode_event(&row)?);
+        }
+        Ok(events)
     }
 
     async fn head(&self) -> Result<Head, StoreError> {
@@ -191,6 +196,55 @@ struct PgWriter {
     conn: Option<PoolConnection<Postgres>>,
 }
 
+/// The rows in PostgreSQL's binary COPY format: a signature and two empty
+/// header words, then per row the field count and each field as a length
+/// and its bytes (big-endian integers, UTF-8 text), then a -1 trailer.
+/// The field order is [`sql::COLUMNS`].
+fn copy_binary(rows: &[EventRow]) -> Vec<u8> {
+    fn text(out: &mut Vec<u8>, s: &str) {
+        // Every text is far below 2 GiB: payloads are bounded by the API,
+        // and PostgreSQL refuses a field of 1 GiB or more anyway.
+        out.extend_from_slice(&(s.len() as i32).to_be_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+    fn int8(out: &mut Vec<u8>, v: i64) {
+        out.extend_from_slice(&8i32.to_be_bytes());
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+    let size: usize = rows
+        .iter()
+        .map(|r| {
+            110 + r.stream_id.len()
+                + r.stream_type.len()
+                + r.event_id.len()
+                + r.event_type.len()
+                + r.payload.len()
+                + r.metadata.len()
+                + r.hash.len()
+        })
+        .sum();
+    let mut out = Vec::with_capacity(size + 21);
+    out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    out.extend_from_slice(&[0; 8]);
+    for r in rows {
+        out.extend_from_slice(&11i16.to_be_bytes());
+        int8(&mut out, r.position);
+        text(&mut out, &r.stream_id);
+        text(&mut out, &r.stream_type);
+        int8(&mut out, r.version);
+        text(&mut out, &r.event_id);
+        text(&mut out, &r.event_type);
+        out.extend_from_slice(&4i32.to_be_bytes());
+        out.extend_from_slice(&r.schema_version.to_be_bytes());
+        text(&mut out, &r.payload);
+        text(&mut out, &r.metadata);
+        int8(&mut out, r.recorded_at_us);
+        text(&mut out, &r.hash);
+    }
+    out.extend_from_slice(&(-1i16).to_be_bytes());
+    out
+}
+
 impl PgWriter {
     fn conn(&mut self) -> Result<&mut PoolConnection<Postgres>, StoreError> {
         self.conn
@@ -199,31 +253,40 @@ impl PgWriter {
     }
 }
 
+/// Groups of at least this many rows go through binary COPY: it costs one
+/// round trip more than the `UNNEST` insert, and pays that back in encoding
+/// and parsing from a few dozen rows on.
+const COPY_MIN_ROWS: usize = 64;
+
+/// `BEGIN`, the advisory lock and the tip in one round trip. The simple query
+/// protocol runs each statement with a fresh snapshot, so the tip is read
+/// after the lock is held and sees every earlier writer's commit; in one
+/// statement the snapshot would predate the lock wait.
+fn begin_lock_tip() -> String {
+    format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY}); {}", sql::TIP)
+}
+
 impl WriteConn for PgWriter {
-    async fn begin_locked(&mut self) -> Result<(), StoreError> {
+    async fn begin_locked(&mut self) -> Result<Tip, StoreError> {
         // Kept from before BEGIN, so that whatever fails next the writer's
         // rollback finds the connection and either cleans it or drops it:
         // the write pool has one connection, and one left in an aborted
         // transaction would stop every later append.
         self.conn = Some(self.pool.acquire().await?);
-        sqlx::query("BEGIN").execute(&mut **self.conn()?).await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(WRITE_LOCK_KEY)
-            .execute(&mut **self.conn()?)
-            .await?;
-        Ok(())
-    }
-
-    async fn tip(&mut self) -> Result<Tip, StoreError> {
-        let row = sqlx::query(sql::TIP)
-            .fetch_optional(&mut **self.conn()?)
-            .await?;
-        sql::decode_tip(row)
+        // A plain `&str` carries no arguments, so sqlx sends it with the
+        // simple protocol, several statements at once.
+        let statement = begin_lock_tip();
+        let rows = self.conn()?.fetch_all(statement.as_str()).await?;
+        // The lock's own row has one column; the tip's has three.
+        sql::decode_tip(rows.into_iter().find(|r| r.len() == 3))
     }
 
     async fn versions(&mut self, streams: &[String]) -> Result<HashMap<String, u64>, StoreError> {
+        // One index probe per stream for its last version; `MAX … GROUP BY`
+        // read every event of each stream, a cost that grew with its length.
         let rows = sqlx::query(
-            "SELECT stream_id, MAX(version) FROM events WHERE stream_id = ANY($1) GROUP BY stream_id",
+            "SELECT s.id, v.version FROM UNNEST($1::text[]) AS s(id) CROSS JOIN LATERAL \
+             (SELECT version FROM events WHERE stream_id = s.id ORDER BY version DESC LIMIT 1) v",
         )
         .bind(streams)
         .fetch_all(&mut **self.conn()?)
@@ -239,12 +302,24 @@ impl WriteConn for PgWriter {
     }
 
     async fn insert(&mut self, rows: &[EventRow]) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        if rows.len() >= COPY_MIN_ROWS {
+            let data = copy_binary(rows);
+            let mut copy = conn
+                .copy_in_raw(&format!(
+                    "COPY events ({}) FROM STDIN (FORMAT binary)",
+                    sql::COLUMNS
+                ))
+                .await?;
+            copy.send(data).await?;
+            copy.finish().await?;
+            return Ok(());
+        }
         // One statement with one array per column: far fewer round trips and
         // bind slots than a multi-row VALUES list.
         fn col<'a, T>(rows: &'a [EventRow], f: impl Fn(&'a EventRow) -> T) -> Vec<T> {
             rows.iter().map(f).collect()
         }
-        let conn = self.conn()?;
         sqlx::query(&format!(
             "INSERT INTO events ({}) SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], \
              $5::text[], $6::text[], $7::int[], $8::text[], $9::text[], $10::bigint[], $11::text[])",
@@ -263,17 +338,18 @@ impl WriteConn for PgWriter {
         .bind(col(rows, |r| r.hash.as_str()))
         .execute(&mut **conn)
         .await?;
-        let head = rows.last().map_or(0, |r| r.position);
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(NOTIFY_CHANNEL)
-            .bind(head.to_string())
-            .execute(&mut **conn)
-            .await?;
         Ok(())
     }
 
-    async fn commit(&mut self) -> Result<(), StoreError> {
-        sqlx::query("COMMIT").execute(&mut **self.conn()?).await?;
+    async fn commit(&mut self, head: Option<u64>) -> Result<(), StoreError> {
+        // The notification is queued inside the transaction and delivered
+        // only if it commits; sent with COMMIT it costs no round trip of its
+        // own. Both texts are ours (a constant and a number), never input.
+        let statement = match head {
+            Some(head) => format!("SELECT pg_notify('{NOTIFY_CHANNEL}', '{head}'); COMMIT"),
+            None => "COMMIT".to_owned(),
+        };
+        self.conn()?.execute(statement.as_str()).await?;
         self.conn = None;
         Ok(())
     }

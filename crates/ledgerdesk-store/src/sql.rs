@@ -14,6 +14,10 @@ pub(crate) const COLUMNS: &str = "position, stream_id, stream_type, version, eve
 pub(crate) const TIP: &str =
     "SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1";
 
+/// Capacity reserved up front for a page of `read_all`: a caller's limit may
+/// be far larger than the log.
+pub(crate) const READ_ALL_RESERVE: usize = 10_000;
+
 pub(crate) fn read_all() -> String {
     format!("SELECT {COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2")
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
@@ -162,14 +163,18 @@ impl EventStore for SqliteStore {
     }
 
     async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        sqlx::query(&sql::read_all())
+        // Each row is decoded as it arrives, while the database produces
+        // the next ones, instead of after the whole page is buffered.
+        let mut events = Vec::with_capacity(limit.min(sql::READ_ALL_RESERVE));
+        let statement = sql::read_all();
+        let mut rows = sqlx::query(&statement)
             .bind(sql::clamp(after))
-            .bind(limit as i64)
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(sql::decode_event)
-            .collect()
+            .bind(sql::clamp(limit as u64))
+            .fetch(&self.pool);
+        while let Some(row) = rows.try_next().await? {
+            events.push(sql::decode_event(&row)?);
+        }
+        Ok(events)
     }
 
     async fn head(&self) -> Result<Head, StoreError> {
@@ -213,7 +218,7 @@ impl SqliteWriter {
 }
 
 impl WriteConn for SqliteWriter {
-    async fn begin_locked(&mut self) -> Result<(), StoreError> {
+    async fn begin_locked(&mut self) -> Result<Tip, StoreError> {
         // Kept before BEGIN so that the writer's rollback always finds it.
         self.conn = Some(self.pool.acquire().await?);
         self.held = Some(self.gate.clone().lock_owned().await);
@@ -222,10 +227,6 @@ impl WriteConn for SqliteWriter {
         sqlx::query("BEGIN IMMEDIATE")
             .execute(&mut **self.conn()?)
             .await?;
-        Ok(())
-    }
-
-    async fn tip(&mut self) -> Result<Tip, StoreError> {
         let row = sqlx::query(sql::TIP)
             .fetch_optional(&mut **self.conn()?)
             .await?;
@@ -234,9 +235,11 @@ impl WriteConn for SqliteWriter {
 
     async fn versions(&mut self, streams: &[String]) -> Result<HashMap<String, u64>, StoreError> {
         let ids = serde_json::to_string(streams).unwrap_or_else(|_| "[]".into());
+        // One index probe per stream for its last version; `MAX … GROUP BY`
+        // read every event of each stream, a cost that grew with its length.
         let rows = sqlx::query(
-            "SELECT stream_id, MAX(version) FROM events \
-             WHERE stream_id IN (SELECT value FROM json_each($1)) GROUP BY stream_id",
+            "SELECT s.value, (SELECT version FROM events WHERE stream_id = s.value \
+             ORDER BY version DESC LIMIT 1) AS v FROM json_each($1) AS s WHERE v IS NOT NULL",
         )
         .bind(ids)
         .fetch_all(&mut **self.conn()?)
@@ -274,7 +277,7 @@ impl WriteConn for SqliteWriter {
         Ok(())
     }
 
-    async fn commit(&mut self) -> Result<(), StoreError> {
+    async fn commit(&mut self, _head: Option<u64>) -> Result<(), StoreError> {
         sqlx::query("COMMIT").execute(&mut **self.conn()?).await?;
         // Only a committed connection goes back to the pool; after a failed
         // COMMIT the caller's rollback still has it.

@@ -27,14 +27,18 @@ const GROUP_MAX_EVENTS: usize = 20_000;
 const MAX_GATHER_YIELDS: usize = 64;
 /// How many appends may wait for the writer before callers are slowed down.
 const QUEUE_DEPTH: usize = 4_096;
+/// How long a group waits for the callers the previous group answered.
+const GATHER_WAIT: Duration = Duration::from_micros(300);
+/// Groups of at most this many appends count as small: waiting for their
+/// callers costs little, and gathering them is worth a commit each.
+const SMALL_GROUP: usize = 256;
 
 /// The database operations the writer needs; each backend implements them
 /// with its own SQL on one dedicated connection.
 pub(crate) trait WriteConn: Send + 'static {
-    /// Begin a transaction holding the database-wide write lock.
-    fn begin_locked(&mut self) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// The last event of the log.
-    fn tip(&mut self) -> impl Future<Output = Result<Tip, StoreError>> + Send;
+    /// Begin a transaction holding the database-wide write lock, and read
+    /// the log's last event under it.
+    fn begin_locked(&mut self) -> impl Future<Output = Result<Tip, StoreError>> + Send;
     /// The current version of each named stream that exists.
     fn versions(
         &mut self,
@@ -42,8 +46,10 @@ pub(crate) trait WriteConn: Send + 'static {
     ) -> impl Future<Output = Result<HashMap<String, u64>, StoreError>> + Send;
     /// Insert the planned rows.
     fn insert(&mut self, rows: &[Row]) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Commit durably.
-    fn commit(&mut self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Commit durably; `head` is the new head position when rows were
+    /// inserted (PostgreSQL tells other processes in the same commit).
+    fn commit(&mut self, head: Option<u64>)
+        -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Roll back after a failure.
     fn rollback(&mut self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
@@ -110,6 +116,11 @@ async fn run<C: WriteConn>(
     head: watch::Sender<u64>,
     observer: Option<Arc<dyn WriterObserver>>,
 ) {
+    // The callers known to be active when the last group was answered:
+    // those it answered (likely to append again at once) and those already
+    // waiting behind it. A caller has one append in flight at a time, so
+    // the two sets are apart.
+    let mut active = 0usize;
     while let Some(first) = rx.recv().await {
         let mut size: usize = first.appends.iter().map(|a| a.events.len()).sum();
         let mut jobs = vec![first];
@@ -123,17 +134,21 @@ async fn run<C: WriteConn>(
             }
             tokio::task::yield_now().await;
             let before = jobs.len();
-            while size < GROUP_MAX_EVENTS {
-                match rx.try_recv() {
-                    Ok(job) => {
-                        size += job.appends.iter().map(|a| a.events.len()).sum::<usize>();
-                        jobs.push(job);
-                    }
-                    Err(_) => break,
-                }
-            }
+            gather(&mut rx, &mut jobs, &mut size);
             if jobs.len() == before {
                 break;
+            }
+        }
+        // When several callers take turns with one-event appends, the
+        // yields above end before the slower of them are back, and groups
+        // settle into half-empty cohorts that alternate: wait a little
+        // longer for the callers known to be active, but only while they are
+        // few and not all here. A lone caller never waits.
+        if active > 1 && active <= SMALL_GROUP && jobs.len() < active {
+            let deadline = Instant::now() + GATHER_WAIT;
+            while jobs.len() < active && size < GROUP_MAX_EVENTS && Instant::now() < deadline {
+                tokio::task::yield_now().await;
+                gather(&mut rx, &mut jobs, &mut size);
             }
         }
         let requests: Vec<&[StreamAppend]> = jobs.iter().map(|j| j.appends.as_slice()).collect();
@@ -147,6 +162,7 @@ async fn run<C: WriteConn>(
                 committed: written.is_ok(),
             });
         }
+        active = jobs.len() + rx.len();
         match written {
             Ok(plan) => {
                 head.send_if_modified(|h| {
@@ -171,6 +187,19 @@ async fn run<C: WriteConn>(
     }
 }
 
+/// Take every append already waiting, up to the group's size limit.
+fn gather(rx: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>, size: &mut usize) {
+    while *size < GROUP_MAX_EVENTS {
+        match rx.try_recv() {
+            Ok(job) => {
+                *size += job.appends.iter().map(|a| a.events.len()).sum::<usize>();
+                jobs.push(job);
+            }
+            Err(_) => break,
+        }
+    }
+}
+
 async fn write_group<C: WriteConn>(
     conn: &mut C,
     requests: &[&[StreamAppend]],
@@ -179,7 +208,7 @@ async fn write_group<C: WriteConn>(
     // is cleaned up like any other: the writer must always be left with a
     // usable connection or none.
     let result = match conn.begin_locked().await {
-        Ok(()) => write_locked(conn, requests).await,
+        Ok(tip) => write_locked(conn, requests, tip).await,
         Err(e) => Err(e),
     };
     match result {
@@ -196,14 +225,17 @@ async fn write_group<C: WriteConn>(
 async fn write_locked<C: WriteConn>(
     conn: &mut C,
     requests: &[&[StreamAppend]],
+    tip: Tip,
 ) -> Result<Plan, StoreError> {
-    let tip = conn.tip().await?;
     let versions = conn.versions(&streams_of(requests.iter().copied())).await?;
     let now_us = chrono::Utc::now().timestamp_micros();
     let plan = plan(requests, tip, &versions, now_us);
-    if !plan.rows.is_empty() {
+    let head = if plan.rows.is_empty() {
+        None
+    } else {
         conn.insert(&plan.rows).await?;
-    }
-    conn.commit().await?;
+        Some(plan.tip.position)
+    };
+    conn.commit(head).await?;
     Ok(plan)
 }
