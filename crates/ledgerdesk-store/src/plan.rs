@@ -113,7 +113,10 @@ pub fn plan(
                 version += 1;
                 let position = tip.position + 1;
                 let event_id = event.event_id.hyphenated().to_string();
-                let payload = event.payload.to_string();
+                // The same compact text as `Value`'s `Display`, written
+                // straight into a buffer instead of through a formatter.
+                let payload = serde_json::to_string(&event.payload)
+                    .unwrap_or_else(|_| event.payload.to_string());
                 // Serialising a plain struct of strings cannot fail.
                 let metadata =
                     serde_json::to_string(&event.metadata).unwrap_or_else(|_| "{}".into());

@@ -260,17 +260,19 @@ impl WriteConn for SqliteWriter {
             let mut q =
                 QueryBuilder::<Sqlite>::new(format!("INSERT INTO events ({}) ", sql::COLUMNS));
             q.push_values(chunk, |mut b, r| {
+                // Bound as `&str`, which sqlx keeps borrowed; a `&String` is
+                // copied into the arguments.
                 b.push_bind(r.position)
-                    .push_bind(&r.stream_id)
-                    .push_bind(&r.stream_type)
+                    .push_bind(r.stream_id.as_str())
+                    .push_bind(r.stream_type.as_str())
                     .push_bind(r.version)
-                    .push_bind(&r.event_id)
-                    .push_bind(&r.event_type)
+                    .push_bind(r.event_id.as_str())
+                    .push_bind(r.event_type.as_str())
                     .push_bind(r.schema_version)
-                    .push_bind(&r.payload)
-                    .push_bind(&r.metadata)
+                    .push_bind(r.payload.as_str())
+                    .push_bind(r.metadata.as_str())
                     .push_bind(r.recorded_at_us)
-                    .push_bind(&r.hash);
+                    .push_bind(r.hash.as_str());
             });
             q.build().execute(&mut **conn).await?;
         }

@@ -48,8 +48,7 @@ pub(crate) trait WriteConn: Send + 'static {
     fn insert(&mut self, rows: &[Row]) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Commit durably; `head` is the new head position when rows were
     /// inserted (PostgreSQL tells other processes in the same commit).
-    fn commit(&mut self, head: Option<u64>)
-        -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn commit(&mut self, head: Option<u64>) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Roll back after a failure.
     fn rollback(&mut self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
