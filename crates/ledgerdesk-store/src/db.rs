@@ -156,22 +156,44 @@ impl Dialect {
         template.replace("{int}", int).replace("{real}", real)
     }
 
-    /// The most bind parameters one statement may carry (kept under the
-    /// engines' limits: 32,766 for SQLite, 65,535 for PostgreSQL).
-    /// Rows per multi-row statement: sqlx's SQLite binding slows down
-    /// sharply on statements with thousands of parameters (measured: audit
-    /// rebuilds went from ~2k to far more events/s with small chunks).
+    /// Rows per multi-row statement. SQLite binds by position and, with
+    /// plain `?` placeholders (see [`Dialect::placeholders`]), in linear
+    /// time, so its statements can be as large as PostgreSQL's.
     fn max_rows(self) -> usize {
         match self {
-            Dialect::Sqlite => 50,
+            Dialect::Sqlite => 1000,
             Dialect::Postgres => 1000,
         }
     }
 
+    /// The most bind parameters one statement may carry (kept under the
+    /// engines' limits: 32,766 for SQLite, 65,535 for PostgreSQL).
     fn max_params(self) -> usize {
         match self {
             Dialect::Sqlite => 32_000,
             Dialect::Postgres => 65_000,
+        }
+    }
+
+    /// `n` placeholders numbered from `from`, as this dialect binds them
+    /// fastest: `$N` on PostgreSQL, plain `?` on SQLite. sqlx asks SQLite
+    /// for every `$N` parameter's name, which SQLite finds by walking a
+    /// list, so a statement of `$N`s costs O(params²) to bind; `?`s have no
+    /// names. A statement must not mix both, so only SQL generated whole
+    /// here (inserts, `IN` lists) uses this; hand-written SQL keeps `$N`.
+    pub fn placeholders(self, from: usize, n: usize) -> String {
+        match self {
+            Dialect::Postgres => placeholders(from, n),
+            Dialect::Sqlite => {
+                let mut s = String::with_capacity(n * 3);
+                for i in 0..n {
+                    if i > 0 {
+                        s.push_str(", ");
+                    }
+                    s.push('?');
+                }
+                s
+            }
         }
     }
 }
@@ -554,11 +576,16 @@ impl Tx {
         if rows.is_empty() {
             return Ok(());
         }
+        if let Tx::Postgres(tx) = self {
+            if let Some(columns_of) = Columns::of(columns.len(), &rows) {
+                return insert_unnest(tx, table, columns, conflict, columns_of, rows).await;
+            }
+        }
         let per = (self.dialect().max_params() / columns.len()).clamp(1, self.dialect().max_rows());
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
             let chunk: Vec<Vec<Arg>> = rows.by_ref().take(per).collect();
-            let sql = insert_sql(table, columns, chunk.len(), conflict);
+            let sql = insert_sql(self.dialect(), table, columns, chunk.len(), conflict);
             self.execute(&sql, chunk.into_iter().flatten().collect())
                 .await?;
         }
@@ -574,7 +601,7 @@ impl Tx {
     ) -> Result<Vec<T>, sqlx::Error> {
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(1000) {
-            let sql = format!("{select} ({})", placeholders(1, chunk.len()));
+            let sql = format!("{select} ({})", self.dialect().placeholders(1, chunk.len()));
             out.extend(
                 self.fetch::<T>(&sql, chunk.iter().map(|k| Arg::from(k.as_str())).collect())
                     .await?,
@@ -593,13 +620,138 @@ impl Tx {
         for chunk in keys.chunks(1000) {
             let sql = format!(
                 "DELETE FROM {table} WHERE {column} IN ({})",
-                placeholders(1, chunk.len())
+                self.dialect().placeholders(1, chunk.len())
             );
             self.execute(&sql, chunk.iter().map(|k| Arg::from(k.as_str())).collect())
                 .await?;
         }
         Ok(())
     }
+}
+
+/// Rows per `UNNEST` insert on PostgreSQL: one array per column, so the
+/// parameter count does not grow with the rows.
+const UNNEST_ROWS: usize = 5_000;
+
+/// Rows turned into one array per column, for `INSERT … SELECT * FROM
+/// UNNEST($1::…[], …)` on PostgreSQL. The SQL text depends only on the
+/// table, the column types and the conflict clause, so it is prepared once
+/// and stays in sqlx's statement cache, and PostgreSQL parses and plans
+/// one short statement instead of a `VALUES` list of thousands of
+/// parameters.
+enum Column {
+    Int(Vec<Option<i64>>),
+    Text(Vec<Option<String>>),
+    Real(Vec<Option<f64>>),
+    Bool(Vec<Option<bool>>),
+}
+
+struct Columns(Vec<Column>);
+
+impl Columns {
+    /// Each column's type, from the first row; `None` when a row is of
+    /// another width or a column changes type (then the rows go as `VALUES`).
+    fn of(width: usize, rows: &[Vec<Arg>]) -> Option<Vec<fn(usize) -> Column>> {
+        let first = rows.first()?;
+        if first.len() != width {
+            return None;
+        }
+        let kinds: Vec<std::mem::Discriminant<Arg>> =
+            first.iter().map(std::mem::discriminant).collect();
+        let same = rows.iter().all(|r| {
+            r.len() == width
+                && r.iter()
+                    .zip(&kinds)
+                    .all(|(a, k)| std::mem::discriminant(a) == *k)
+        });
+        if !same {
+            return None;
+        }
+        Some(
+            first
+                .iter()
+                .map(|a| -> fn(usize) -> Column {
+                    match a {
+                        Arg::Int(_) => |n| Column::Int(Vec::with_capacity(n)),
+                        Arg::Text(_) => |n| Column::Text(Vec::with_capacity(n)),
+                        Arg::Real(_) => |n| Column::Real(Vec::with_capacity(n)),
+                        Arg::Bool(_) => |n| Column::Bool(Vec::with_capacity(n)),
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    fn push(&mut self, row: Vec<Arg>) {
+        for (column, arg) in self.0.iter_mut().zip(row) {
+            match (column, arg) {
+                (Column::Int(c), Arg::Int(v)) => c.push(v),
+                (Column::Text(c), Arg::Text(v)) => c.push(v.map(storable)),
+                (Column::Real(c), Arg::Real(v)) => c.push(v),
+                (Column::Bool(c), Arg::Bool(v)) => c.push(v),
+                // `Columns::of` checked every row's types.
+                _ => {}
+            }
+        }
+    }
+}
+
+fn unnest_sql(table: &str, columns: &[&str], types: &[Column], conflict: &str) -> String {
+    let arrays: Vec<String> = types
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let ty = match c {
+                Column::Int(_) => "int8",
+                Column::Text(_) => "text",
+                Column::Real(_) => "float8",
+                Column::Bool(_) => "bool",
+            };
+            format!("${}::{ty}[]", i + 1)
+        })
+        .collect();
+    let mut sql = format!(
+        "INSERT INTO {table} ({}) SELECT * FROM UNNEST({})",
+        columns.join(", "),
+        arrays.join(", ")
+    );
+    if !conflict.is_empty() {
+        sql.push(' ');
+        sql.push_str(conflict);
+    }
+    sql
+}
+
+async fn insert_unnest(
+    tx: &mut Transaction<'static, Postgres>,
+    table: &str,
+    columns: &[&str],
+    conflict: &str,
+    types: Vec<fn(usize) -> Column>,
+    rows: Vec<Vec<Arg>>,
+) -> Result<(), sqlx::Error> {
+    let mut rows = rows.into_iter().peekable();
+    let mut sql = None;
+    while rows.peek().is_some() {
+        let n = rows.len().min(UNNEST_ROWS);
+        let mut chunk = Columns(types.iter().map(|new| new(n)).collect());
+        for row in rows.by_ref().take(n) {
+            chunk.push(row);
+        }
+        let sql: &String =
+            sql.get_or_insert_with(|| unnest_sql(table, columns, &chunk.0, conflict));
+        let mut q = sqlx::query(sql);
+        for column in chunk.0 {
+            q = match column {
+                Column::Int(v) => q.bind(v),
+                Column::Text(v) => q.bind(v),
+                Column::Real(v) => q.bind(v),
+                Column::Bool(v) => q.bind(v),
+            };
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// `$from, $from+1, …` — `n` placeholders.
@@ -615,7 +767,13 @@ pub fn placeholders(from: usize, n: usize) -> String {
     s
 }
 
-fn insert_sql(table: &str, columns: &[&str], rows: usize, conflict: &str) -> String {
+fn insert_sql(
+    dialect: Dialect,
+    table: &str,
+    columns: &[&str],
+    rows: usize,
+    conflict: &str,
+) -> String {
     let width = columns.len();
     let mut sql = format!("INSERT INTO {table} ({}) VALUES ", columns.join(", "));
     for r in 0..rows {
@@ -623,7 +781,7 @@ fn insert_sql(table: &str, columns: &[&str], rows: usize, conflict: &str) -> Str
             sql.push_str(", ");
         }
         sql.push('(');
-        sql.push_str(&placeholders(r * width + 1, width));
+        sql.push_str(&dialect.placeholders(r * width + 1, width));
         sql.push(')');
     }
     if !conflict.is_empty() {

@@ -12,6 +12,7 @@ use super::lease::Lease;
 use super::{now_us, Projector, Step, WorkerState, Write};
 use crate::db::{self, Dialect};
 use crate::error::ProjectionError;
+use crate::projection::Event;
 use crate::projection::{Names, Projection};
 use crate::schema::CHECKPOINTS;
 
@@ -37,7 +38,7 @@ impl Projector {
         }
         let previous = self.state(p.name());
         self.set_state(p.name(), WorkerState::Rebuilding);
-        let result = self.rebuild_inner(&*p, &pool, dialect, &progress).await;
+        let result = self.rebuild_inner(&p, &pool, dialect, &progress).await;
         self.set_state(
             p.name(),
             match previous {
@@ -54,7 +55,7 @@ impl Projector {
 
     async fn rebuild_inner(
         &self,
-        p: &dyn Projection,
+        p: &Arc<dyn Projection>,
         pool: &DbPool,
         dialect: Dialect,
         progress: &(impl Fn(u64, u64) + Send + Sync),
@@ -71,19 +72,27 @@ impl Projector {
 
         let mut total = self.inner.store.head().await?.position;
         let mut position = 0;
-        loop {
-            let (step, to) = self
-                .step(p, pool, &shadow, position, None, Write::Shadow)
-                .await?;
-            match step {
-                Step::Applied(0) => break,
-                Step::Applied(_) => {
-                    position = to;
-                    total = total.max(to);
-                    progress(position, total);
-                }
-                Step::Moved => unreachable!("shadow builds do not compare-and-set"),
+        // Page N+1 is read and decoded while page N is applied: the read
+        // and the JSON decoding run on the runtime's threads while the
+        // database (SQLite's worker thread, or the PostgreSQL server)
+        // writes. A shadow build has no checkpoint to compare-and-set, so
+        // the pages need not wait for each other's commit.
+        let mut pages = read_ahead(self.inner.store.clone(), p.clone(), self.inner.page_size);
+        while let Some(page) = pages.recv().await {
+            let page = page?;
+            if !page.events.is_empty() {
+                // The shadow tables are seen by no one until the swap,
+                // whose commit is synchronous and so flushes the log up to
+                // itself, every page before it included; a crash before the
+                // swap leaves a shadow the next rebuild drops. A page need
+                // not wait for its own flush.
+                let mut tx = db::begin_rebuildable(pool).await?;
+                p.apply(&page.events, &shadow, &mut tx).await?;
+                tx.commit().await?;
             }
+            position = page.to;
+            total = total.max(position);
+            progress(position, total);
         }
         let recorded_at = if position == 0 {
             None
@@ -136,7 +145,55 @@ impl Projector {
         );
         Ok(position)
     }
+}
 
+/// One page of the log, decoded for a projection.
+struct Page {
+    /// The events the projection wants.
+    events: Vec<Event>,
+    /// The position of the page's last event (wanted or not).
+    to: u64,
+}
+
+/// Pages of the whole log from position 0, read and decoded for `p` by a
+/// task of their own, at most two ahead of the caller. The task ends at
+/// the end of the log, after an error (sent as the last item), or when the
+/// receiver is dropped.
+fn read_ahead(
+    store: Arc<dyn EventStore>,
+    p: Arc<dyn Projection>,
+    page_size: usize,
+) -> tokio::sync::mpsc::Receiver<Result<Page, ProjectionError>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tokio::spawn(async move {
+        let mut from = 0;
+        loop {
+            let records = match store.read_all(from, page_size).await {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            };
+            let Some(last) = records.last() else {
+                return;
+            };
+            let to = last.position;
+            let events = records
+                .into_iter()
+                .filter(|r| p.wants(&r.stream_type, &r.event_type))
+                .map(|r| Event::decode(r, true))
+                .collect();
+            if tx.send(Ok(Page { events, to })).await.is_err() {
+                return;
+            }
+            from = to;
+        }
+    });
+    rx
+}
+
+impl Projector {
     /// See [`build_as_of`].
     pub async fn build_as_of(
         &self,
