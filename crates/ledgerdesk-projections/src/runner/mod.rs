@@ -232,8 +232,6 @@ fn now_us() -> i64 {
 /// Where a page goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Write {
-    /// A rebuild's shadow tables; the checkpoint stays.
-    Shadow,
     /// The live tables and the checkpoint (catch-up, as-of builds).
     Checkpoint,
     /// As `Checkpoint`, by the background worker, whose pages count
@@ -523,9 +521,8 @@ impl Projector {
         Ok(records)
     }
 
-    /// Read the page after `from` and apply it to `names`. Unless `write`
-    /// is [`Write::Shadow`], the checkpoint moves from `from` in the same
-    /// transaction (compare-and-set).
+    /// Read the page after `from` and apply it to `names`; the checkpoint
+    /// moves from `from` in the same transaction (compare-and-set).
     async fn step(
         &self,
         p: &dyn Projection,
@@ -535,7 +532,6 @@ impl Projector {
         until: Option<u64>,
         write: Write,
     ) -> Result<(Step, u64), ProjectionError> {
-        let checkpoint = write != Write::Shadow;
         let mut limit = self.inner.page_size;
         if let Some(until) = until {
             limit = limit.min(until.saturating_sub(from) as usize);
@@ -554,7 +550,7 @@ impl Projector {
                 .iter()
                 .map(|r| r.recorded_at.timestamp_micros())
                 .collect(),
-            _ => Vec::new(),
+            Write::Checkpoint => Vec::new(),
         };
         let events: Vec<Event> = records
             .iter()
@@ -566,17 +562,15 @@ impl Projector {
         let mut tx = db::begin_rebuildable(pool).await?;
         // The checkpoint first: it takes the row lock (PostgreSQL) or the
         // write lock (SQLite) before any read-model row is touched.
-        if checkpoint {
-            let moved = tx
-                .execute(
-                    "UPDATE projection_checkpoints SET position = $1, event_time = $2, updated_at = $3 \
-                     WHERE name = $4 AND position = $5",
-                    vec![to.into(), to_time.into(), now_us().into(), p.name().into(), from.into()],
-                )
-                .await?;
-            if moved == 0 {
-                return Ok((Step::Moved, from));
-            }
+        let moved = tx
+            .execute(
+                "UPDATE projection_checkpoints SET position = $1, event_time = $2, updated_at = $3 \
+                 WHERE name = $4 AND position = $5",
+                vec![to.into(), to_time.into(), now_us().into(), p.name().into(), from.into()],
+            )
+            .await?;
+        if moved == 0 {
+            return Ok((Step::Moved, from));
         }
         if !events.is_empty() {
             p.apply(&events, names, &mut tx).await?;
