@@ -29,6 +29,9 @@ const MAX_GATHER_YIELDS: usize = 64;
 const QUEUE_DEPTH: usize = 4_096;
 /// How long a group waits for the callers the previous group answered.
 const GATHER_WAIT: Duration = Duration::from_micros(300);
+/// At most this many groups skip the gather wait after waits that brought
+/// nobody.
+const MAX_SKIPPED_WAITS: usize = 64;
 /// Groups of at most this many appends count as small: waiting for their
 /// callers costs little, and gathering them is worth a commit each.
 const SMALL_GROUP: usize = 256;
@@ -120,6 +123,7 @@ async fn run<C: WriteConn>(
     // waiting behind it. A caller has one append in flight at a time, so
     // the two sets are apart.
     let mut active = 0usize;
+    let (mut skip, mut backoff) = (0usize, 0usize);
     while let Some(first) = rx.recv().await {
         let mut size: usize = first.appends.iter().map(|a| a.events.len()).sum();
         let mut jobs = vec![first];
@@ -143,11 +147,26 @@ async fn run<C: WriteConn>(
         // settle into half-empty cohorts that alternate: wait a little
         // longer for the callers known to be active, but only while they are
         // few and not all here. A lone caller never waits.
+        // Callers that take longer than the wait to come back (an HTTP
+        // request between two appends) make it a pure cost, so after a wait
+        // that brought nobody the next ones are skipped, for twice as many
+        // groups each time, up to MAX_SKIPPED_WAITS.
         if active > 1 && active <= SMALL_GROUP && jobs.len() < active {
-            let deadline = Instant::now() + GATHER_WAIT;
-            while jobs.len() < active && size < GROUP_MAX_EVENTS && Instant::now() < deadline {
-                tokio::task::yield_now().await;
-                gather(&mut rx, &mut jobs, &mut size);
+            if skip > 0 {
+                skip -= 1;
+            } else {
+                let before = jobs.len();
+                let deadline = Instant::now() + GATHER_WAIT;
+                while jobs.len() < active && size < GROUP_MAX_EVENTS && Instant::now() < deadline {
+                    tokio::task::yield_now().await;
+                    gather(&mut rx, &mut jobs, &mut size);
+                }
+                if jobs.len() == before {
+                    backoff = (backoff * 2).clamp(1, MAX_SKIPPED_WAITS);
+                    skip = backoff;
+                } else {
+                    backoff = 0;
+                }
             }
         }
         let requests: Vec<&[StreamAppend]> = jobs.iter().map(|j| j.appends.as_slice()).collect();
