@@ -12,6 +12,12 @@ use ledgerdesk_api::{telemetry, Application};
 use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressStyle};
+
+/// A server allocates and frees small strings and JSON values by the
+/// million (rows, events, responses); glibc's allocator spent a fifth of the
+/// server's CPU on it under `make bench-http` (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use ledgerdesk_app::SealedStore;
 use ledgerdesk_projections::Projector;
 use ledgerdesk_store::{
