@@ -648,10 +648,23 @@ enum Column {
 
 struct Columns(Vec<Column>);
 
+impl Column {
+    /// An empty column of the same type, with room for `n` values.
+    fn empty(&self, n: usize) -> Column {
+        match self {
+            Column::Int(_) => Column::Int(Vec::with_capacity(n)),
+            Column::Text(_) => Column::Text(Vec::with_capacity(n)),
+            Column::Real(_) => Column::Real(Vec::with_capacity(n)),
+            Column::Bool(_) => Column::Bool(Vec::with_capacity(n)),
+        }
+    }
+}
+
 impl Columns {
-    /// Each column's type, from the first row; `None` when a row is of
-    /// another width or a column changes type (then the rows go as `VALUES`).
-    fn of(width: usize, rows: &[Vec<Arg>]) -> Option<Vec<fn(usize) -> Column>> {
+    /// Each column's type (as an empty column), from the first row; `None`
+    /// when a row is of another width or a column changes type (then the
+    /// rows go as `VALUES`).
+    fn of(width: usize, rows: &[Vec<Arg>]) -> Option<Vec<Column>> {
         let first = rows.first()?;
         if first.len() != width {
             return None;
@@ -670,13 +683,11 @@ impl Columns {
         Some(
             first
                 .iter()
-                .map(|a| -> fn(usize) -> Column {
-                    match a {
-                        Arg::Int(_) => |n| Column::Int(Vec::with_capacity(n)),
-                        Arg::Text(_) => |n| Column::Text(Vec::with_capacity(n)),
-                        Arg::Real(_) => |n| Column::Real(Vec::with_capacity(n)),
-                        Arg::Bool(_) => |n| Column::Bool(Vec::with_capacity(n)),
-                    }
+                .map(|a| match a {
+                    Arg::Int(_) => Column::Int(Vec::new()),
+                    Arg::Text(_) => Column::Text(Vec::new()),
+                    Arg::Real(_) => Column::Real(Vec::new()),
+                    Arg::Bool(_) => Column::Bool(Vec::new()),
                 })
                 .collect(),
         )
@@ -727,14 +738,14 @@ async fn insert_unnest(
     table: &str,
     columns: &[&str],
     conflict: &str,
-    types: Vec<fn(usize) -> Column>,
+    types: Vec<Column>,
     rows: Vec<Vec<Arg>>,
 ) -> Result<(), sqlx::Error> {
     let mut rows = rows.into_iter().peekable();
     let mut sql = None;
     while rows.peek().is_some() {
         let n = rows.len().min(UNNEST_ROWS);
-        let mut chunk = Columns(types.iter().map(|new| new(n)).collect());
+        let mut chunk = Columns(types.iter().map(|c| c.empty(n)).collect());
         for row in rows.by_ref().take(n) {
             chunk.push(row);
         }
