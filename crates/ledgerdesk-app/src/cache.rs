@@ -1,12 +1,14 @@
 //! The aggregates this process decided on last, so that a command does not
 //! read and fold its stream's whole history again.
 //!
-//! An entry is a starting point, never the answer: before a command decides,
-//! the events appended since the entry's version (by another process, or by
-//! an append that went around the cache) are read and folded in, usually
-//! none, which costs one index probe. A write that lands between that read
-//! and the append is a version conflict, as without the cache, after which
-//! the entry is dropped.
+//! An entry is a hint, never the truth: a command decided on a cached state
+//! appends with the cached version as its expected version, so a state made
+//! stale by another process (or by an append that went around the cache)
+//! is a version conflict, after which the entry is dropped and the command
+//! decided again on a fresh load. A refusal or a decision to append nothing
+//! is never answered from the cache alone either (see
+//! [`Helpdesk::run`](crate::Helpdesk)): those leave no conflict behind to
+//! catch a stale state.
 //!
 //! Only aggregate state is kept, and aggregate state holds no customer
 //! personal data (ids of data subjects, never their names or addresses), so

@@ -142,14 +142,15 @@ impl Helpdesk {
     }
 
     /// One command on one stream, behind this process's queue for the
-    /// stream: [`execute`](crate::execute)'s load → build → decide →
-    /// append, where the load is the cached state brought up to date.
+    /// stream: [`execute`]'s load → build → decide → append, on the state
+    /// the cache holds when it holds one.
     ///
-    /// When `check_actor` names an agent, the agent's own account must be
-    /// able to act, and the append carries a zero-event check of the
-    /// account's stream at the version that was judged: an account
-    /// deactivated meanwhile (in any process) is a conflict, and the command
-    /// is judged again, so no command slips in after a deactivation.
+    /// When `check_actor` names an agent, the agent's own
+    /// account must be able to act, and the append carries a zero-event
+    /// check of the account's stream at the version that was judged: an
+    /// account deactivated meanwhile (in any process) is a conflict, and the
+    /// command is judged again, so no command slips in after a
+    /// deactivation.
     pub(crate) async fn run<A, F>(
         &self,
         stream_id: &str,
@@ -164,21 +165,43 @@ impl Helpdesk {
         F: FnMut(&A) -> Result<A::Command, AppError>,
     {
         let _queued = self.locks.lock(&[stream_id]).await;
-        for attempt in 1..=MAX_ATTEMPTS {
-            let guard = match check_actor {
-                Some(actor) => self.account_guard(actor).await?,
+        let mut attempt = 1;
+        // A cached state may be stale; whatever it cannot prove with an
+        // append (a refusal, a precondition, nothing to do) is asked again
+        // of the store.
+        let mut use_cache = true;
+        loop {
+            let guard = match check_actor.map(|actor| self.account_guard(actor, use_cache)) {
+                Some(guard) => match guard.await {
+                    Ok(guard) => guard,
+                    Err(e) if use_cache => {
+                        tracing::trace!(error = %e, "refusal on a cached account; asking the store");
+                        use_cache = false;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
                 None => None,
             };
-            let loaded = self.current::<A>(stream_id).await?;
-            let command = build(&loaded.state)?;
-            check_precondition(expected_version, loaded.version)?;
-            let events = loaded.state.decide(&command).map_err(AppError::rejected)?;
-            if events.is_empty() {
-                return Ok(Committed {
-                    version: loaded.version,
-                    position: loaded.position,
-                });
-            }
+            let (loaded, cached) = self.cached::<A>(stream_id, use_cache).await?;
+            let decided = build(&loaded.state).and_then(|command| {
+                check_precondition(expected_version, loaded.version)?;
+                loaded.state.decide(&command).map_err(AppError::rejected)
+            });
+            let events = match decided {
+                Ok(events) if !events.is_empty() => events,
+                _ if cached => {
+                    use_cache = false;
+                    continue;
+                }
+                Ok(_) => {
+                    return Ok(Committed {
+                        version: loaded.version,
+                        position: loaded.position,
+                    })
+                }
+                Err(e) => return Err(e),
+            };
             let mut appends: Vec<StreamAppend> = guard.into_iter().collect();
             appends.push(stream_append(stream_id, loaded.version, &events, metadata));
             match self.store.append_many(appends).await {
@@ -203,7 +226,22 @@ impl Helpdesk {
                     stream_id: stale, ..
                 }) => {
                     self.cache.evict(&stale);
+                    if use_cache {
+                        // Decided on a cached state another process had
+                        // moved on from: nobody is contending with this
+                        // command, so it decides again at once, on a fresh
+                        // load, without spending an attempt.
+                        use_cache = false;
+                        continue;
+                    }
+                    if attempt >= MAX_ATTEMPTS {
+                        return Err(AppError::Conflict {
+                            stream_id: stream_id.to_string(),
+                            attempts: MAX_ATTEMPTS,
+                        });
+                    }
                     backoff(attempt).await;
+                    attempt += 1;
                 }
                 Err(e) => {
                     // Whether it was written is unknown (a connection lost at
@@ -213,48 +251,38 @@ impl Helpdesk {
                 }
             }
         }
-        Err(AppError::Conflict {
-            stream_id: stream_id.to_string(),
-            attempts: MAX_ATTEMPTS,
-        })
     }
 
-    /// The state of `stream_id` as of now: the cached state with the events
-    /// appended since its version folded in (usually none: one index probe),
-    /// or, for a stream not cached, the whole stream folded.
-    async fn current<A: Aggregate>(&self, stream_id: &str) -> Result<Cached<A>, AppError> {
-        let Some(mut cached) = self.cache.get::<A>(stream_id) else {
-            let loaded = load_range::<A>(&*self.store, stream_id, StreamRange::all()).await?;
-            let fresh = Cached {
-                state: loaded.state,
-                version: loaded.version,
-                position: loaded.position,
-            };
-            if fresh.version > 0 {
-                self.cache.put(stream_id, fresh.clone());
+    /// The state of `stream_id` and whether it came from the cache.
+    async fn cached<A: Aggregate>(
+        &self,
+        stream_id: &str,
+        use_cache: bool,
+    ) -> Result<(Cached<A>, bool), AppError> {
+        if use_cache {
+            if let Some(hit) = self.cache.get::<A>(stream_id) {
+                return Ok((hit, true));
             }
-            return Ok(fresh);
-        };
-        let since = StreamRange {
-            from_version: Some(cached.version + 1),
-            ..StreamRange::all()
-        };
-        let newer = load_range::<A>(&*self.store, stream_id, since).await?;
-        if newer.events.is_empty() {
-            return Ok(cached);
         }
-        cached = Cached {
-            state: fold(cached.state, &newer.events),
-            version: newer.version,
-            position: newer.position,
+        let loaded = load_range::<A>(&*self.store, stream_id, StreamRange::all()).await?;
+        let fresh = Cached {
+            state: loaded.state,
+            version: loaded.version,
+            position: loaded.position,
         };
-        self.cache.put(stream_id, cached.clone());
-        Ok(cached)
+        if fresh.version > 0 {
+            self.cache.put(stream_id, fresh.clone());
+        }
+        Ok((fresh, false))
     }
 
-    /// For an agent: its account may act (as of now), and the zero-event
-    /// append that pins the account at that version.
-    async fn account_guard(&self, actor: &Actor) -> Result<Option<StreamAppend>, AppError> {
+    /// For an agent: its account may act (on the cached or a fresh state),
+    /// and the zero-event append that pins the account at that version.
+    async fn account_guard(
+        &self,
+        actor: &Actor,
+        use_cache: bool,
+    ) -> Result<Option<StreamAppend>, AppError> {
         if actor.kind != ActorKind::Agent {
             return Ok(None);
         }
@@ -263,7 +291,7 @@ impl Helpdesk {
             message: "an agent request needs the agent's user id".to_string(),
         })?;
         let stream = stream_id(User::STREAM_TYPE, id);
-        let account = self.current::<User>(&stream).await?;
+        let (account, _) = self.cached::<User>(&stream, use_cache).await?;
         can_act(&account.state)?;
         let expected = match account.version {
             0 => ExpectedVersion::NoStream,
