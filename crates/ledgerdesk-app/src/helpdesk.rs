@@ -226,11 +226,13 @@ impl Helpdesk {
                     stream_id: stale, ..
                 }) => {
                     self.cache.evict(&stale);
-                    if use_cache {
-                        // Decided on a cached state another process had
-                        // moved on from: nobody is contending with this
-                        // command, so it decides again at once, on a fresh
-                        // load, without spending an attempt.
+                    // The account's stream, or this one when it came from
+                    // the cache: a state another process had moved on from.
+                    let stale_cache = stale != stream_id || cached;
+                    if use_cache && stale_cache {
+                        // Nobody is contending with this command: it decides
+                        // again at once, on a fresh load, without spending
+                        // an attempt.
                         use_cache = false;
                         continue;
                     }
