@@ -95,6 +95,7 @@ impl SqliteStore {
                 pool: write_pool,
                 gate: writes.gate.clone(),
                 held: None,
+                lock_timeout: options.lock_timeout,
                 conn: None,
             },
             head_tx,
@@ -206,6 +207,10 @@ struct SqliteWriter {
     /// `BEGIN IMMEDIATE` to the end of the transaction.
     gate: Arc<tokio::sync::Mutex<()>>,
     held: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// How long an append waits for the gate, as for SQLite's own lock
+    /// (`busy_timeout`): a read-model transaction that never ends makes
+    /// appends unavailable (503), not stuck.
+    lock_timeout: Duration,
     conn: Option<PoolConnection<Sqlite>>,
 }
 
@@ -219,9 +224,13 @@ impl SqliteWriter {
 
 impl WriteConn for SqliteWriter {
     async fn begin_locked(&mut self) -> Result<Tip, StoreError> {
+        let gate = tokio::time::timeout(self.lock_timeout, self.gate.clone().lock_owned());
+        self.held = Some(
+            gate.await
+                .map_err(|_| StoreError::Unavailable(Arc::new(sqlx::Error::PoolTimedOut)))?,
+        );
         // Kept before BEGIN so that the writer's rollback always finds it.
         self.conn = Some(self.pool.acquire().await?);
-        self.held = Some(self.gate.clone().lock_owned().await);
         // IMMEDIATE takes the write lock now; a deferred BEGIN would fail
         // with SQLITE_BUSY on upgrade if another process wrote meanwhile.
         sqlx::query("BEGIN IMMEDIATE")
@@ -316,6 +325,48 @@ impl From<Tip> for Head {
 
 #[cfg(test)]
 mod tests {
+    use crate::{EventStore, ExpectedVersion, Metadata, NewEvent};
+
+    /// A read-model transaction holds the write gate; an append waits for
+    /// it no longer than for SQLite's own lock, then is unavailable (a 503),
+    /// and goes through once the transaction ends.
+    #[tokio::test]
+    async fn an_append_waits_for_the_write_gate_no_longer_than_the_lock_timeout() {
+        let dir = std::env::temp_dir().join("ledgerdesk-store-tests");
+        let path = dir.join(format!("{}-gate.db", uuid::Uuid::now_v7().simple()));
+        let options = crate::OpenOptions {
+            lock_timeout: std::time::Duration::from_millis(200),
+            ..crate::OpenOptions::default()
+        };
+        let store = super::SqliteStore::open(&format!("sqlite://{}", path.display()), &options)
+            .await
+            .unwrap();
+        let event = || {
+            vec![NewEvent::new(
+                "test.happened",
+                1,
+                serde_json::json!({}),
+                Metadata::system(),
+            )]
+        };
+        let read_model = crate::db::begin_rebuildable(&store.db()).await.unwrap();
+        let refused = store.append("test-1", ExpectedVersion::Any, event()).await;
+        assert!(
+            matches!(&refused, Err(e) if e.is_unavailable()),
+            "{refused:?}"
+        );
+        read_model.commit().await.unwrap();
+        let done = store
+            .append("test-1", ExpectedVersion::Any, event())
+            .await
+            .unwrap();
+        assert_eq!(done.position, 1, "the refused append wrote nothing");
+        drop(store);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+
     /// Several stores opening one new file at once (the test suites do,
     /// a CLI beside a server can): before opening was serialised, about 1
     /// open in 100 failed with "database is locked" on a busy machine.
