@@ -50,29 +50,7 @@ for _ in $(seq 100); do
 done
 
 # An agent, logged in, and the tickets (4 clients in parallel).
-python3 - "$base" "$password" "$TICKETS" "$work" <<'PY'
-import json, sys, urllib.request, concurrent.futures as cf
-base, password, tickets, work = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-def call(path, body, token=None):
-    req = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
-    if token:
-        req.add_header("Authorization", "Bearer " + token)
-    with urllib.request.urlopen(req) as r:
-        return json.load(r)
-admin = call("/api/v1/auth/login", {"email": "admin@bench.example", "password": password})["token"]
-call("/api/v1/users", {"name": "Bench Agent", "email": "agent@bench.example", "role": "agent",
-                       "password": "bench-agent-pw"}, admin)
-agent = call("/api/v1/auth/login", {"email": "agent@bench.example", "password": "bench-agent-pw"})["token"]
-def ticket(i):
-    return call("/api/v1/tickets", {"subject": f"Bench ticket {i}", "body": "Opening message.",
-        "channel": "email", "requester": {"email": f"customer{i % 500}@bench.example", "name": "Customer"}},
-        agent)["id"]
-with cf.ThreadPoolExecutor(4) as pool:
-    ids = list(pool.map(ticket, range(tickets)))
-open(f"{work}/ids", "w").write("\n".join(ids) + "\n")
-open(f"{work}/token", "w").write(agent)
-PY
+python3 scripts/bench/setup.py "$base" "$password" "$TICKETS" "$work"
 
 echo "server: $bin (release, SQLite), $(nproc) cores; $TICKETS tickets; wrk -t$THREADS -c$CONNECTIONS -d$DURATION"
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
