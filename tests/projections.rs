@@ -32,6 +32,7 @@ backend_tests!(
     one_worker_per_projection_across_processes,
     presence_and_reports_on_a_known_history,
     background_worker_follows_appends,
+    an_append_the_head_watch_missed_is_found_by_the_poll,
     upgrade_replaces_the_read_models,
     text_search_beyond_ascii,
     text_with_control_characters_is_projected,
@@ -1021,6 +1022,47 @@ async fn background_worker_follows_appends(db: &TestDb) {
         .await
         .iter()
         .all(|s| *s == WorkerState::Stopped));
+}
+
+/// Appends this process's head watch does not see (another process's on
+/// SQLite; a lost NOTIFY on PostgreSQL) are found by the workers' poll: the
+/// pages the workers share must not hand an idle worker the same empty page
+/// poll after poll.
+async fn an_append_the_head_watch_missed_is_found_by_the_poll(db: &TestDb) {
+    let store = db.open().await;
+    let projector = Projector::new(store.clone());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let handle = projector.spawn(async move {
+        let _ = stopped.await;
+    });
+    history(&*store).await;
+    let head = store.head().await.unwrap().position;
+    wait_for("the workers to catch up", async || {
+        projector
+            .status()
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.position == head)
+    })
+    .await;
+    // Idle past a poll, which read an empty page at this head; then
+    // another process appends.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let other = db.open().await;
+    history(&*other).await;
+    let head = other.head().await.unwrap().position;
+    wait_for("the poll to find the other process's events", async || {
+        projector
+            .status()
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.position == head)
+    })
+    .await;
+    stop.send(()).unwrap();
+    handle.await.unwrap();
 }
 
 async fn one_worker_per_projection_across_processes(db: &TestDb) {

@@ -173,21 +173,32 @@ struct Page {
     limit: usize,
     /// The head this process knew when the page was read.
     head: u64,
+    /// When it was read: a short page is only shared by the workers woken
+    /// together, never kept for the poll that looks past a head watch that
+    /// did not move (another process's append, a lost NOTIFY).
+    read_at: std::time::Instant,
     records: Arc<Vec<RecordedEvent>>,
 }
+
+/// How long a page that is not full may be handed to another worker.
+const SHORT_PAGE_FRESH: Duration = Duration::from_millis(50);
 
 /// Pages kept: enough for workers a few pages apart.
 const PAGES_KEPT: usize = 8;
 
 impl Pages {
     /// A page read earlier that is still what a read now would return: the
-    /// same start and size, and either full or read at the current head.
+    /// same start and size, and either full or read just now at the current
+    /// head.
     fn find(&self, from: u64, limit: usize, head: u64) -> Option<Arc<Vec<RecordedEvent>>> {
         let recent = self.recent.lock().ok()?;
         recent
             .iter()
             .find(|p| {
-                p.from == from && p.limit == limit && (p.records.len() == limit || p.head >= head)
+                p.from == from
+                    && p.limit == limit
+                    && (p.records.len() == limit
+                        || (p.head >= head && p.read_at.elapsed() < SHORT_PAGE_FRESH))
             })
             .map(|p| p.records.clone())
     }
@@ -516,6 +527,7 @@ impl Projector {
             from,
             limit,
             head,
+            read_at: std::time::Instant::now(),
             records: records.clone(),
         });
         Ok(records)
