@@ -246,20 +246,22 @@ impl WriteConn for SqliteWriter {
         let ids = serde_json::to_string(streams).unwrap_or_else(|_| "[]".into());
         // One index probe per stream for its last version; `MAX … GROUP BY`
         // read every event of each stream, a cost that grew with its length.
+        // Streams without events come back as NULL and are skipped here: a
+        // `WHERE v IS NOT NULL` would make SQLite run the probe twice.
         let rows = sqlx::query(
             "SELECT s.value, (SELECT version FROM events WHERE stream_id = s.value \
-             ORDER BY version DESC LIMIT 1) AS v FROM json_each($1) AS s WHERE v IS NOT NULL",
+             ORDER BY version DESC LIMIT 1) AS v FROM json_each($1) AS s",
         )
         .bind(ids)
         .fetch_all(&mut **self.conn()?)
         .await?;
         rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get::<String, _>(0)?,
-                    r.try_get::<i64, _>(1)?.max(0) as u64,
-                ))
+            .filter_map(|r| match r.try_get::<Option<i64>, _>(1) {
+                Ok(None) => None,
+                Ok(Some(v)) => Some(r.try_get::<String, _>(0).map(|id| (id, v.max(0) as u64))),
+                Err(e) => Some(Err(e)),
             })
+            .map(|r| Ok(r?))
             .collect()
     }
 
