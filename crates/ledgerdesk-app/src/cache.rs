@@ -30,7 +30,8 @@ pub(crate) struct Cached<A> {
     pub position: u64,
 }
 
-type Entry = Arc<dyn Any + Send + Sync>;
+/// The state (a `Cached<A>`) and its version, readable without its type.
+type Entry = (u64, Arc<dyn Any + Send + Sync>);
 
 /// Two generations: lookups promote from the old one, and when the young
 /// one is full the old one is dropped. A bounded, nearly-LRU cache in
@@ -67,12 +68,19 @@ impl AggregateCache {
                 e
             }
         };
-        entry.downcast_ref::<Cached<A>>().cloned()
+        entry.1.downcast_ref::<Cached<A>>().cloned()
     }
 
-    /// Remember `stream_id` at `version`.
+    /// Remember `stream_id` at `version`, unless a newer version is there
+    /// already (a load that finished after a later append to the stream).
     pub(crate) fn put<A: Clone + Send + Sync + 'static>(&self, stream_id: &str, cached: Cached<A>) {
-        self.lock().insert(stream_id.to_string(), Arc::new(cached));
+        let mut g = self.lock();
+        let newer =
+            |m: &HashMap<String, Entry>| m.get(stream_id).is_some_and(|e| e.0 > cached.version);
+        if newer(&g.young) || newer(&g.old) {
+            return;
+        }
+        g.insert(stream_id.to_string(), (cached.version, Arc::new(cached)));
     }
 
     /// Forget `stream_id`: its entry is stale, or may be.
@@ -123,6 +131,12 @@ mod tests {
         assert!(cache.get::<u64>("ticket-b").is_none());
         cache.put("ticket-a", at(4));
         assert_eq!(cache.get::<u64>("ticket-a").map(|c| c.state), Some(40));
+        cache.put("ticket-a", at(2));
+        assert_eq!(
+            cache.get::<u64>("ticket-a").map(|c| c.version),
+            Some(4),
+            "an older state never replaces a newer one"
+        );
         cache.evict("ticket-a");
         assert!(cache.get::<u64>("ticket-a").is_none());
     }

@@ -171,8 +171,8 @@ impl Helpdesk {
         // of the store.
         let mut use_cache = true;
         loop {
-            let guard = match check_actor.map(|actor| self.account_guard(actor, use_cache)) {
-                Some(guard) => match guard.await {
+            let (guard, account_cached) = match check_actor {
+                Some(actor) => match self.account_guard(actor, use_cache).await {
                     Ok(guard) => guard,
                     Err(e) if use_cache => {
                         tracing::trace!(error = %e, "refusal on a cached account; asking the store");
@@ -181,7 +181,7 @@ impl Helpdesk {
                     }
                     Err(e) => return Err(e),
                 },
-                None => None,
+                None => (None, false),
             };
             let (loaded, cached) = self.cached::<A>(stream_id, use_cache).await?;
             let decided = build(&loaded.state).and_then(|command| {
@@ -190,7 +190,7 @@ impl Helpdesk {
             });
             let events = match decided {
                 Ok(events) if !events.is_empty() => events,
-                _ if cached => {
+                _ if cached || account_cached => {
                     use_cache = false;
                     continue;
                 }
@@ -279,27 +279,31 @@ impl Helpdesk {
     }
 
     /// For an agent: its account may act (on the cached or a fresh state),
-    /// and the zero-event append that pins the account at that version.
+    /// the zero-event append that pins the account at that version, and
+    /// whether the state came from the cache.
     async fn account_guard(
         &self,
         actor: &Actor,
         use_cache: bool,
-    ) -> Result<Option<StreamAppend>, AppError> {
+    ) -> Result<(Option<StreamAppend>, bool), AppError> {
         if actor.kind != ActorKind::Agent {
-            return Ok(None);
+            return Ok((None, false));
         }
         let id = actor.id.ok_or_else(|| AppError::Invalid {
             field: "actor",
             message: "an agent request needs the agent's user id".to_string(),
         })?;
         let stream = stream_id(User::STREAM_TYPE, id);
-        let (account, _) = self.cached::<User>(&stream, use_cache).await?;
+        let (account, cached) = self.cached::<User>(&stream, use_cache).await?;
         can_act(&account.state)?;
         let expected = match account.version {
             0 => ExpectedVersion::NoStream,
             v => ExpectedVersion::Exact(v),
         };
-        Ok(Some(StreamAppend::new(&stream, expected, Vec::new())))
+        Ok((
+            Some(StreamAppend::new(&stream, expected, Vec::new())),
+            cached,
+        ))
     }
 
     pub(crate) async fn load_user(&self, id: Uuid) -> Result<(User, u64), AppError> {
