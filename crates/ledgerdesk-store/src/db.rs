@@ -408,8 +408,10 @@ pub async fn begin_write(pool: &DbPool) -> Result<Tx, sqlx::Error> {
 /// disk: `synchronous=NORMAL` on SQLite, `synchronous_commit = off` on
 /// PostgreSQL. A later durable commit (any append) flushes it too, since
 /// both backends write their log in order. On SQLite it also takes the
-/// process's write gate and SQLite's write lock at once (see
-/// [`begin_write`]). Never for the log, subject keys or checkpoints.
+/// process's write gate, then SQLite's write lock at once (`BEGIN
+/// IMMEDIATE`, as [`begin_write`] does; `begin_write` itself does not take
+/// the gate). For read models and their projection checkpoints only; never
+/// for the log, subject keys or signed checkpoints.
 pub async fn begin_rebuildable(pool: &DbPool) -> Result<WriteTx, sqlx::Error> {
     match (&pool.0, &pool.1) {
         (Pool::Sqlite(_), Some(writes)) => {
